@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` (main job) and `make test` (the whole suite).
+# Both create the virtual environment and install the project into it on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch is pinned to the CPU build; a wheel directory on this machine is used when present.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: demo test lint typecheck protos protos-check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(FIND_LINKS) -e '.[dev,train]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m localrun.demo
+
+test: $(STAMP)
+	$(PY) -m protos.generate --check
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy cloud_service device_agent simulator localrun protos/vectors.py
+
+protos: $(STAMP)
+	$(PY) -m protos.generate
+
+bench: $(STAMP)
+	$(PY) -m simulator.bench_baselines
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache artifacts

@@ -1,0 +1,25 @@
+"""Shared fixtures: a real Redis per test session, and a clean database per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from localrun.redis_server import RedisHandle, running_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisHandle]:
+    with running_redis() as handle:
+        yield handle
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisHandle) -> Iterator[str]:
+    """URL of the session's Redis, flushed before each test that uses it."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2.0)
+    client.flushdb()
+    client.close()
+    yield redis_server.url
