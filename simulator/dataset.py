@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,9 @@ class TimeSplit:
     train: Impressions
     valid: Impressions
     test: Impressions
+
+    def __iter__(self) -> Iterator[Impressions]:
+        return iter((self.train, self.valid, self.test))
 
 
 def split_by_time(imp: Impressions, valid_frac: float = 0.1, test_frac: float = 0.2) -> TimeSplit:

@@ -23,6 +23,8 @@ class HeldOut:
     """The held-out part of a split with everything a scorer needs to be evaluated on it."""
 
     split: TimeSplit
+    train_history: np.ndarray  # (len(train), HISTORY_LEN) clicks before each train step
+    valid_history: np.ndarray
     test_history: np.ndarray  # (len(test), HISTORY_LEN) clicks before each test step
     task: RankingTask
 
@@ -50,12 +52,11 @@ def hold_out(imp: Impressions, popularity: np.ndarray, seed: int = 0) -> HeldOut
     """Time split; histories for the test rows come from everything before each step."""
     split = split_by_time(imp)
     history = click_histories(imp, HISTORY_LEN)
-    test_rows = np.isin(imp.session, np.unique(split.test.session))
-    test_history = history[test_rows]
-    # the test part keeps the log's row order, so its histories line up row for row
+    # each part keeps the log's row order, so its histories line up row for row
+    parts = [history[np.isin(imp.session, np.unique(p.session))] for p in split]
     context = Impressions.concat([split.train, split.valid])
     task = ranking_task(split.test, context, popularity, max_len=HISTORY_LEN, seed=seed)
-    return HeldOut(split, test_history, task)
+    return HeldOut(split, parts[0], parts[1], parts[2], task)
 
 
 def baseline_scorers(split: TimeSplit, n_items: int) -> list[Scorer]:
