@@ -1,0 +1,1 @@
+"""The seeded world, dataset loaders and offline metrics."""
