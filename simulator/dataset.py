@@ -38,7 +38,9 @@ def split_by_time(imp: Impressions, valid_frac: float = 0.1, test_frac: float = 
     part[order[n - n_test - n_valid : n - n_test]] = 1
     lookup = dict(zip(sessions.tolist(), part.tolist(), strict=True))
     row_part = np.fromiter((lookup[s] for s in imp.session.tolist()), dtype=np.int8, count=len(imp))
-    return TimeSplit(imp.select(row_part == 0), imp.select(row_part == 1), imp.select(row_part == 2))
+    return TimeSplit(
+        imp.select(row_part == 0), imp.select(row_part == 1), imp.select(row_part == 2)
+    )
 
 
 def click_histories(imp: Impressions, max_len: int) -> np.ndarray:

@@ -70,7 +70,8 @@ def _ints(path: Path, rows: list[list[str]], column: int, offset: int) -> np.nda
         for i, r in enumerate(rows):
             if not r[column].strip().lstrip("-").isdigit():
                 line = ",".join(r)
-                raise LogFormatError(path, i + offset, line, f"field {column + 1} is not an integer")
+                why = f"field {column + 1} is not an integer"
+                raise LogFormatError(path, i + offset, line, why) from None
         raise
 
 
@@ -115,14 +116,17 @@ def load_movielens_ratings(path: str | Path) -> BehaviorLog:
         rating = np.array([float(r[2]) for r in rows])
     except ValueError:
         bad = next(i for i, r in enumerate(rows) if not _is_float(r[2]))
-        raise LogFormatError(path, bad + offset, ",".join(rows[bad]), "rating is not a number")
+        line = ",".join(rows[bad])
+        raise LogFormatError(path, bad + offset, line, "rating is not a number") from None
     fav = rating >= 4
     pv = BehaviorLog(user, item, np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int8), ts)
     favs = BehaviorLog(
         user[fav], item[fav], np.zeros(int(fav.sum()), np.int64),
         np.full(int(fav.sum()), BEHAVIOR_CODES["fav"], np.int8), ts[fav],
     )  # fmt: skip
-    both = {f.name: np.concatenate([getattr(pv, f.name), getattr(favs, f.name)]) for f in fields(pv)}
+    both = {
+        f.name: np.concatenate([getattr(pv, f.name), getattr(favs, f.name)]) for f in fields(pv)
+    }
     return BehaviorLog(**both).sorted_by_time()
 
 

@@ -9,7 +9,7 @@ from scipy.stats import rankdata
 
 
 def _as_1d(name: str, x: object, dtype: type = np.float64) -> np.ndarray:
-    arr = np.asarray(x, dtype=dtype)
+    arr: np.ndarray = np.asarray(x, dtype=dtype)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

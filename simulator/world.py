@@ -80,7 +80,9 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
 def make_catalog(cfg: WorldConfig, rng: np.random.Generator) -> Catalog:
     centroids = _unit(rng.standard_normal((cfg.n_categories, cfg.latent_dim)))
     category = rng.choice(
-        cfg.n_categories, size=cfg.n_items, p=_zipf_weights(cfg.n_categories, cfg.category_zipf, rng)
+        cfg.n_categories,
+        size=cfg.n_items,
+        p=_zipf_weights(cfg.n_categories, cfg.category_zipf, rng),
     ).astype(np.int64)
     noise = rng.standard_normal((cfg.n_items, cfg.latent_dim)) * 0.6
     latent = _unit(centroids[category] + noise)
@@ -101,7 +103,9 @@ def make_population(cfg: WorldConfig, catalog: Catalog, rng: np.random.Generator
         cats = rng.choice(cfg.n_categories, size=k, replace=False, p=category_share)
         interest[u, cats] += (1.0 - cfg.interest_smoothing) * rng.dirichlet(np.ones(k))
     interest /= interest.sum(axis=1, keepdims=True)
-    taste = _unit(interest @ catalog.centroids + 0.3 * rng.standard_normal((cfg.n_users, cfg.latent_dim)))
+    taste = _unit(
+        interest @ catalog.centroids + 0.3 * rng.standard_normal((cfg.n_users, cfg.latent_dim))
+    )
     return Population(interest, taste)
 
 

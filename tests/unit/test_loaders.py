@@ -69,7 +69,7 @@ def test_movielens_dat_and_csv(tmp_path: Path) -> None:
     log = load_movielens_ratings(csv)
     assert sorted(log.item_id.tolist()) == [10, 10, 12]
     csv.write_text("userId,movieId,rating,timestamp\n1,10,4.5,5\n1,12,great,6\n")
-    with pytest.raises(LogFormatError, match="ratings.csv:3: rating is not a number"):
+    with pytest.raises(LogFormatError, match=r"ratings\.csv:3: rating is not a number"):
         load_movielens_ratings(csv)
 
 

@@ -1,4 +1,4 @@
-"""The world is deterministic for a seed, exposes its ground truth, and has honest counterfactuals."""
+"""The world is seeded, exposes its ground truth, and has honest counterfactuals."""
 
 from __future__ import annotations
 
@@ -48,9 +48,11 @@ def test_click_probs_follow_position_bias_and_intent(world: World) -> None:
     p = world.click_probs(user, intent, interest, same_item_twice)
     assert p[0] > p[1] > 0  # the same item is examined less at a lower position
     p_on = world.click_probs(user, intent, interest, on_intent)[0]
-    p_off_intent_user = world.click_probs(user, (intent + 1) % TINY.n_categories, interest, on_intent)
+    p_off_intent_user = world.click_probs(
+        user, (intent + 1) % TINY.n_categories, interest, on_intent
+    )
     assert p_on > p_off_intent_user[0]
-    assert np.all((world.attraction(user, intent, interest, off_intent) > 0))
+    assert np.all(world.attraction(user, intent, interest, off_intent) > 0)
 
 
 def test_cloud_is_deterministic_and_excludes_shown(world: World) -> None:
