@@ -1,0 +1,1 @@
+"""The device↔cloud contract: .proto files and their generated Python code."""

@@ -1,0 +1,1 @@
+"""Version 1 of the Tandem device↔cloud protocol (generated code lives here)."""
