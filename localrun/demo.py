@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from simulator.evaluation import TABLE_HEADER
 from simulator.pipeline import baseline_scorers, build_experiment, evaluate_all
@@ -24,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = SCALES[args.scale].__class__(**{**SCALES[args.scale].__dict__, "seed": args.seed})
+    cfg = replace(SCALES[args.scale], seed=args.seed)
     print(f"Tandem demo: world scale={args.scale} seed={args.seed}", flush=True)
     exp = build_experiment(cfg, progress=sys.stderr.isatty())
     print(f"\nWorld statistics (generated in {exp.seconds:.1f} s)\n")

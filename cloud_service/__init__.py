@@ -1,0 +1,1 @@
+"""The cloud: large recommender, federated parameter server, model registry, request budget."""

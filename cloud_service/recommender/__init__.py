@@ -1,0 +1,1 @@
+"""The cloud recommender: retrieval, the DIN ranker with ESMM heads, training and export."""
