@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cloud_service.recommender.din import DinConfig, DinRanker
+from simulator.world import WorldConfig
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
@@ -78,3 +79,9 @@ def load_ranker(model_dir: Path) -> tuple[DinRanker, RankerManifest]:
     model.load_state_dict(state)
     model.eval()
     return model, manifest
+
+
+def world_config(manifest: RankerManifest) -> WorldConfig:
+    """The world the ranker was trained on (JSON turned its tuples into lists)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest.extra["world"].items()}
+    return WorldConfig(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The device agent: session, ONNX re-ranking, request decisions, local training."""

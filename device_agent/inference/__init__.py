@@ -1,0 +1,1 @@
+"""On-device inference with ONNX Runtime only (no torch on this path)."""

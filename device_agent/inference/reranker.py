@@ -1,0 +1,65 @@
+"""Runs the EdgeRec re-ranker with ONNX Runtime after verifying the model file's sha256."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+INPUTS = ("behavior", "behavior_action", "candidates", "cloud_score")
+
+
+class ModelIntegrityError(RuntimeError):
+    """The model bytes do not hash to the sha256 the registry announced."""
+
+
+class OnnxReranker:
+    """An ONNX Runtime session for the device re-ranker; one intra-op thread by default."""
+
+    def __init__(self, model_bytes: bytes, version: str, threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.version = version
+        names = tuple(i.name for i in self.session.get_inputs())
+        if names != INPUTS:
+            raise ModelIntegrityError(f"unexpected model inputs {names}, expected {INPUTS}")
+
+    @classmethod
+    def from_bytes(
+        cls, model_bytes: bytes, expected_sha256: str, version: str, threads: int = 1
+    ) -> OnnxReranker:
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        if digest != expected_sha256:
+            raise ModelIntegrityError(
+                f"model {version}: sha256 {digest[:12]}… does not match {expected_sha256[:12]}…"
+            )
+        return cls(model_bytes, version, threads)
+
+    @classmethod
+    def from_file(
+        cls, path: Path, expected_sha256: str, version: str = "", threads: int = 1
+    ) -> OnnxReranker:
+        return cls.from_bytes(Path(path).read_bytes(), expected_sha256, version, threads)
+
+    def score(
+        self,
+        behavior: np.ndarray,
+        behavior_action: np.ndarray,
+        candidates: np.ndarray,
+        cloud_score: np.ndarray,
+    ) -> np.ndarray:
+        """Re-rank logits (B, C) for candidates (B, C, D) given behaviour (B, L, D) + (B, L, 3)."""
+        feeds = {
+            "behavior": np.ascontiguousarray(behavior, dtype=np.float32),
+            "behavior_action": np.ascontiguousarray(behavior_action, dtype=np.float32),
+            "candidates": np.ascontiguousarray(candidates, dtype=np.float32),
+            "cloud_score": np.ascontiguousarray(cloud_score, dtype=np.float32),
+        }
+        (out,) = self.session.run(["score"], feeds)
+        return np.asarray(out)
