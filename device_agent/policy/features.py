@@ -18,8 +18,8 @@ from device_agent.policy.shift import (
 
 FEATURES = (
     "shift", "click_divergence", "skip_pressure", "steps_since_refresh", "pool_remaining",
-    "ctr_since_refresh", "ctr_session", "skip_streak", "pool_share_in_clicked", "clicks_since_refresh",
-    "pool_empty", "session_step",
+    "ctr_since_refresh", "ctr_session", "skip_streak", "pool_share_in_clicked",
+    "clicks_since_refresh", "pool_empty", "session_step",
 )  # fmt: skip
 
 
@@ -72,7 +72,9 @@ class SessionView:
 
     def shift(self) -> float:
         cats, clicked = self.recent_arrays()
-        return shift_score(cats, clicked, self.pool_hist, self.skip_streak)
+        return shift_score(
+            cats, clicked, self.pool_hist, self.skip_streak, self.steps_since_refresh
+        )
 
     def cosine_drift(self) -> float:
         cats, clicked = self.recent_arrays()
@@ -93,7 +95,7 @@ def request_features(view: SessionView) -> np.ndarray:
     share = float(np.isin(remaining, clicked_cats).mean()) if len(remaining) else 0.0
     return np.array(
         [
-            0.5 * div + 0.5 * skip_pressure(view.skip_streak),
+            view.shift(),
             div,
             skip_pressure(view.skip_streak),
             view.steps_since_refresh,

@@ -15,6 +15,8 @@ class DualPacer:
     System", KDD 2022) is the same λ read as a price per request. Because Σ (x_t − b) =
     (λ_T − λ_0)/η whenever λ is not clipped, the realised rate tracks b within |Δλ|/(η T).
     A cloud 429 counts as a spent request and raises λ by `backoff` on top (back-off).
+    With `burst` set, a per-device allowance (token bucket: b tokens per step, at most `burst`)
+    caps the realised rate at b + burst/T; λ then prices the demand (value > λ), not the grants.
     """
 
     budget: float
@@ -22,6 +24,8 @@ class DualPacer:
     lam: float = 0.0
     backoff: float = 0.5
     lam_max: float = 1e6
+    burst: float | None = None
+    tokens: float = 1.0
     steps: int = 0
     requests: int = 0
 
@@ -31,15 +35,22 @@ class DualPacer:
         if self.eta <= 0 or self.lam < 0 or self.backoff < 0:
             raise ValueError("eta must be positive, lam and backoff non-negative")
 
-    def decide(self, value: float) -> bool:
-        """Ask the cloud at this step?"""
+    def wants(self, value: float) -> bool:
+        """Is this step's value above the price of a request?"""
         return value > self.lam
 
-    def update(self, requested: bool, throttled: bool = False) -> float:
-        """Record the step's outcome; returns the new λ."""
+    def decide(self, value: float) -> bool:
+        """Ask the cloud at this step? (value above λ and, with an allowance, a token left)"""
+        return self.wants(value) and (self.burst is None or self.tokens >= 1.0)
+
+    def update(self, requested: bool, throttled: bool = False, wanted: bool | None = None) -> float:
+        """Record the step's outcome (`wanted`: value > λ, default = requested); returns λ."""
         self.steps += 1
         self.requests += int(requested)
-        step = self.eta * (float(requested) - self.budget)
+        if self.burst is not None:
+            self.tokens = min(self.burst, self.tokens + self.budget) - float(requested)
+        demand = requested if wanted is None else wanted
+        step = self.eta * (float(demand) - self.budget)
         if throttled:
             step += self.backoff * self.eta
         self.lam = min(self.lam_max, max(0.0, self.lam + step))

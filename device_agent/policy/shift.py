@@ -1,11 +1,13 @@
-"""Interest-shift score: how far recent behaviour has moved from what the cached pool was built for."""
+"""Interest-shift score: how far recent behaviour has moved from what the pool was built for."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def category_hist(categories: np.ndarray, n_categories: int, weights: np.ndarray | None = None) -> np.ndarray:
+def category_hist(
+    categories: np.ndarray, n_categories: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Normalised (weighted) histogram of categories; zeros when empty."""
     h = np.bincount(categories, weights=weights, minlength=n_categories).astype(np.float64)
     total = h.sum()
@@ -39,14 +41,23 @@ def shift_score(
     recent_clicked: np.ndarray,
     pool_hist: np.ndarray,
     skip_streak_since_refresh: int,
+    steps_since_refresh: int,
+    hazard: float = 0.12,
 ) -> float:
-    """Our shift score: click divergence from the pool mix plus skip pressure on pool items."""
-    return 0.5 * click_divergence(recent_cats, recent_clicked, pool_hist) + 0.5 * skip_pressure(
+    """Our shift score: 1 − P(no switch since the pool was built), the prior survival
+    (1 − hazard)^steps shrunk by the evidence (click divergence from the pool mix + skip pressure).
+
+    `hazard` is a prior per-step switch rate a device can estimate from its own history.
+    """
+    evidence = click_divergence(recent_cats, recent_clicked, pool_hist) + skip_pressure(
         skip_streak_since_refresh
     )
+    return float(1.0 - (1.0 - hazard) ** steps_since_refresh * np.exp(-evidence))
 
 
-def cosine_drift(recent_cats: np.ndarray, recent_clicked: np.ndarray, pool_hist: np.ndarray) -> float:
+def cosine_drift(
+    recent_cats: np.ndarray, recent_clicked: np.ndarray, pool_hist: np.ndarray
+) -> float:
     """Baseline: 1 − cos(recent click histogram, pool histogram); 0 without clicks."""
     h = category_hist(recent_cats[recent_clicked], len(pool_hist))
     norm = np.linalg.norm(h) * np.linalg.norm(pool_hist)
