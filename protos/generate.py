@@ -16,15 +16,23 @@ PROTO_DIR = ROOT / "protos" / "tandem" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
+def _plugin(name: str) -> str:
+    """mypy-protobuf's protoc plugin: beside the interpreter (a venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found; install mypy-protobuf (pip install -e '.[dev]')")
+    return found
+
+
 def generate(out_root: Path) -> list[Path]:
     """Run protoc on every .proto into out_root (mirroring the repo layout); return the files."""
     protos = sorted(PROTO_DIR.glob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
-    bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside the interpreter
     args = [
         "grpc_tools.protoc",
-        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
+        f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
         f"-I{ROOT}",
         f"-I{include}",
         f"--python_out={out_root}",
@@ -39,14 +47,14 @@ def generate(out_root: Path) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
 
-def stale_files() -> list[str]:
-    """Generated files that differ from what the .proto would generate now."""
+def stale_files(checked_in: Path = PROTO_DIR) -> list[str]:
+    """Generated files in checked_in that are missing, extra, or differ from a fresh protoc run."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = {p.name: p for p in generate(Path(tmp))}
-        current = {p.name for p in PROTO_DIR.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
+        current = {p.name for p in checked_in.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
         stale = sorted(current.symmetric_difference(fresh))
         for name, path in fresh.items():
-            if name in current and not filecmp.cmp(path, PROTO_DIR / name, shallow=False):
+            if name in current and not filecmp.cmp(path, checked_in / name, shallow=False):
                 stale.append(name)
     return sorted(stale)
 

@@ -32,7 +32,8 @@ class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Action.ValueTy
     CLICK: _Action.ValueType  # 2
     PURCHASE: _Action.ValueType  # 3
 
-class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
+class Action(_Action, metaclass=_ActionEnumTypeWrapper):
+    """What a user did with an item; the funnel is exposure -> click -> purchase."""
 
 ACTION_UNSPECIFIED: Action.ValueType  # 0
 EXPOSURE: Action.ValueType  # 1
@@ -148,6 +149,8 @@ Global___Behavior: _TypeAlias = Behavior  # noqa: Y015
 
 @_typing.final
 class RecommendRequest(_message.Message):
+    """A device asks for a fresh candidate list; recent behaviour and interest come from the device."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
@@ -192,6 +195,8 @@ Global___RecommendRequest: _TypeAlias = RecommendRequest  # noqa: Y015
 
 @_typing.final
 class ScoredItem(_message.Message):
+    """One recommended item with the cloud ranker's scores and the item's embedding row."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_ID_FIELD_NUMBER: _builtins.int
@@ -232,6 +237,8 @@ Global___ScoredItem: _TypeAlias = ScoredItem  # noqa: Y015
 
 @_typing.final
 class RecommendResponse(_message.Message):
+    """The ranked list, best first, and the versions that produced it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
@@ -263,6 +270,8 @@ Global___RecommendResponse: _TypeAlias = RecommendResponse  # noqa: Y015
 
 @_typing.final
 class PullRequest(_message.Message):
+    """A device asks for the embedding rows of its (decoy-padded) ids for a round."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
@@ -291,6 +300,8 @@ Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
 
 @_typing.final
 class PullResponse(_message.Message):
+    """The device's submodel: the requested embedding rows as one matrix plus the dense layers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_IDS_FIELD_NUMBER: _builtins.int
@@ -360,6 +371,8 @@ Global___PrivacyReport: _TypeAlias = PrivacyReport  # noqa: Y015
 
 @_typing.final
 class PushRequest(_message.Message):
+    """A device's local update to its submodel: sparse row deltas, dense deltas, sample counts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
@@ -416,6 +429,8 @@ Global___PushRequest: _TypeAlias = PushRequest  # noqa: Y015
 
 @_typing.final
 class PushResponse(_message.Message):
+    """Whether the update was durably stored (and where), or why it was refused."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
@@ -441,6 +456,8 @@ Global___PushResponse: _TypeAlias = PushResponse  # noqa: Y015
 
 @_typing.final
 class DeviceModelRequest(_message.Message):
+    """A device asks for the current on-device model, naming the version it holds."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
@@ -463,6 +480,8 @@ Global___DeviceModelRequest: _TypeAlias = DeviceModelRequest  # noqa: Y015
 
 @_typing.final
 class DeviceModelResponse(_message.Message):
+    """The on-device ONNX model and its sha256, or not_modified when the device is current."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
@@ -497,6 +516,8 @@ Global___DeviceModelResponse: _TypeAlias = DeviceModelResponse  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):
+    """One feed event reported back to the cloud, tied to the response that showed the item."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_ID_FIELD_NUMBER: _builtins.int
@@ -508,7 +529,9 @@ class Event(_message.Message):
     action: Global___Action.ValueType
     timestamp_ms: _builtins.int
     position: _builtins.int
+    """0-based slot in the feed"""
     request_id: _builtins.str
+    """RecommendResponse.request_id that showed the item"""
     def __init__(
         self,
         *,
@@ -528,6 +551,8 @@ Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class ReportEventsRequest(_message.Message):
+    """A batch of events from one device."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
@@ -551,6 +576,8 @@ Global___ReportEventsRequest: _TypeAlias = ReportEventsRequest  # noqa: Y015
 
 @_typing.final
 class ReportEventsResponse(_message.Message):
+    """How many of the reported events were accepted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
