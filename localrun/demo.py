@@ -9,12 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from simulator.evaluation import TABLE_HEADER
-from simulator.world import WorldConfig
-
-SCALES = {
-    "default": WorldConfig(),
-    "small": WorldConfig(n_users=600, n_items=8_000, n_categories=24),
-}
+from simulator.scales import SCALES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +22,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # imported here so that `SCALES` can be imported without pulling in torch
+    # imported here so that `--help` answers without loading torch
     from cloud_service.recommender.artifacts import save_ranker
     from cloud_service.recommender.train import TrainConfig, ctcvr_auc, held_out_table, train_ranker
     from simulator.pipeline import build_experiment

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis per test session, and a clean database per test."""
+"""Shared fixtures: a real Redis per test session, a clean database per test, tiny artifacts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from localrun.artifacts import ArtifactDirs, write_tiny_artifacts
 from localrun.redis_server import RedisHandle, running_redis
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> ArtifactDirs:
+    """Untrained but complete serving bundle and device model on a tiny world (~5 s)."""
+    return write_tiny_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from cloud_service.recommender.artifacts import load_ranker, world_config
+from cloud_service.recommender.bundle import item_rows
 from cloud_service.recommender.device_data import gather_rows, one_hot_actions
 from cloud_service.recommender.din import DinRanker
 from cloud_service.recommender.scoring import rank
-from cloud_service.recommender.train_device import BEHAVIOR_LEN, item_rows
+from cloud_service.recommender.train_device import BEHAVIOR_LEN
 from device_agent.inference.reranker import OnnxReranker
 from simulator.cloud import CLICK, ReferenceCloud
 from simulator.metrics import gauc

@@ -15,13 +15,20 @@ import torch
 from tqdm import tqdm
 
 from cloud_service.recommender.artifacts import RankerManifest, save_ranker
+from cloud_service.recommender.bundle import write_bundle
 from cloud_service.recommender.din import DinConfig, DinRanker, esmm_loss
 from cloud_service.recommender.scoring import DinScorer, rank
-from localrun.demo import SCALES
 from simulator.evaluation import TABLE_HEADER, RankerReport
 from simulator.logs import Impressions
 from simulator.metrics import auc
-from simulator.pipeline import Experiment, baseline_scorers, build_experiment, evaluate_all
+from simulator.pipeline import (
+    HISTORY_LEN,
+    Experiment,
+    baseline_scorers,
+    build_experiment,
+    evaluate_all,
+)
+from simulator.scales import SCALES
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ def run(out: Path, scale: str, seed: int, cfg: TrainConfig, progress: bool) -> R
         "ctcvr_auc": ctcvr_auc(model, exp),
     }
     manifest = save_ranker(out, model, extra)
+    save_serving_bundle(out, model, exp, manifest)
     print(f"\nRanker {manifest.version} (embeddings {manifest.embedding_version}) -> {out}")
     print(f"trained in {train_seconds:.0f} s; held-out (last 20 % of sessions):\n")
     print(TABLE_HEADER)
@@ -170,6 +178,18 @@ def run(out: Path, scale: str, seed: int, cfg: TrainConfig, progress: bool) -> R
         print(r.row())
     print(f"\npCTCVR AUC on purchases: {extra['ctcvr_auc']:.4f}")
     return manifest
+
+
+def save_serving_bundle(
+    out: Path, model: DinRanker, exp: Experiment, manifest: RankerManifest
+) -> Path:
+    """What the cloud service serves from: `<out>/serving` (ONNX ranker + tables)."""
+    bundle_dir = out / "serving"
+    write_bundle(
+        bundle_dir, model, exp.held_out.split.train, manifest.version,
+        manifest.embedding_version, HISTORY_LEN,
+    )  # fmt: skip
+    return bundle_dir
 
 
 def main(argv: list[str] | None = None) -> int:

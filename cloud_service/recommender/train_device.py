@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from cloud_service.recommender.artifacts import load_ranker, world_config
+from cloud_service.recommender.bundle import item_rows
 from cloud_service.recommender.device_data import (
     StepExamples,
     gather_rows,
@@ -40,13 +41,6 @@ class DeviceTrainConfig:
     batch_size: int = 256
     lr: float = 3e-3
     seed: int = 0
-
-
-def item_rows(model: DinRanker) -> np.ndarray:
-    """The rows the cloud ships per item: [item embedding, category embedding] (n_items, D)."""
-    with torch.inference_mode():
-        emb, _ = model.embed(torch.arange(model.cfg.n_items))
-    return emb.numpy().astype(np.float32)
 
 
 def cloud_logits(model: DinRanker, exp: Experiment) -> list[np.ndarray]:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/tandem/v1/tandem.proto\x12\ttandem.v1\"#\n\x06Vector\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"2\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"T\n\x08\x42\x65havior\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"\xab\x01\n\x10RecommendRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12#\n\x06recent\x18\x03 \x03(\x0b\x32\x13.tandem.v1.Behavior\x12#\n\x08interest\x18\x04 \x01(\x0b\x32\x11.tandem.v1.Vector\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\"\x83\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\x03\x12\x0b\n\x03\x63tr\x18\x03 \x01(\x02\x12\r\n\x05\x63tcvr\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12$\n\tembedding\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Vector\"\x7f\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tandem.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"D\n\x0bPullRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\"\x95\x01\n\x0cPullResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x1f\n\x04rows\x18\x02 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12%\n\x05\x64\x65nse\x18\x03 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x04\"`\n\rPrivacyReport\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\x12\x11\n\tkeep_prob\x18\x02 \x01(\x01\x12\x12\n\ndecoy_prob\x18\x03 \x01(\x01\x12\x17\n\x0f\x64\x65\x63oy_pool_size\x18\x04 \x01(\r\"\x9d\x02\n\x0bPushRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x11\n\tupdate_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\x04\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12%\n\nrow_deltas\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12\x19\n\x11row_sample_counts\x18\x07 \x03(\r\x12,\n\x0c\x64\x65nse_deltas\x18\x08 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x13\n\x0bnum_samples\x18\t \x01(\r\x12)\n\x07privacy\x18\n \x01(\x0b\x32\x18.tandem.v1.PrivacyReport\"I\n\x0cPushResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fstream_entry_id\x18\x03 \x01(\t\"@\n\x12\x44\x65viceModelRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"{\n\x13\x44\x65viceModelResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nonnx_model\x18\x03 \x01(\x0c\x12\x19\n\x11\x65mbedding_version\x18\x04 \x01(\t\x12\x14\n\x0cnot_modified\x18\x05 \x01(\x08\"w\n\x05\x45vent\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x10\n\x08position\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"J\n\x13ReportEventsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.tandem.v1.Event\"(\n\x14ReportEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r*G\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPOSURE\x10\x01\x12\t\n\x05\x43LICK\x10\x02\x12\x0c\n\x08PURCHASE\x10\x03\x32\xf2\x02\n\x06Tandem\x12\x46\n\tRecommend\x12\x1b.tandem.v1.RecommendRequest\x1a\x1c.tandem.v1.RecommendResponse\x12?\n\x0cPullSubmodel\x12\x16.tandem.v1.PullRequest\x1a\x17.tandem.v1.PullResponse\x12=\n\nPushUpdate\x12\x16.tandem.v1.PushRequest\x1a\x17.tandem.v1.PushResponse\x12O\n\x0eGetDeviceModel\x12\x1d.tandem.v1.DeviceModelRequest\x1a\x1e.tandem.v1.DeviceModelResponse\x12O\n\x0cReportEvents\x12\x1e.tandem.v1.ReportEventsRequest\x1a\x1f.tandem.v1.ReportEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/tandem/v1/tandem.proto\x12\ttandem.v1\"#\n\x06Vector\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"2\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"T\n\x08\x42\x65havior\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"\xab\x01\n\x10RecommendRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12#\n\x06recent\x18\x03 \x03(\x0b\x32\x13.tandem.v1.Behavior\x12#\n\x08interest\x18\x04 \x01(\x0b\x32\x11.tandem.v1.Vector\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\"\x83\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\x03\x12\x0b\n\x03\x63tr\x18\x03 \x01(\x02\x12\r\n\x05\x63tcvr\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12$\n\tembedding\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Vector\"\x91\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tandem.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\"D\n\x0bPullRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\"\x95\x01\n\x0cPullResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x1f\n\x04rows\x18\x02 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12%\n\x05\x64\x65nse\x18\x03 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x04\"`\n\rPrivacyReport\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\x12\x11\n\tkeep_prob\x18\x02 \x01(\x01\x12\x12\n\ndecoy_prob\x18\x03 \x01(\x01\x12\x17\n\x0f\x64\x65\x63oy_pool_size\x18\x04 \x01(\r\"\x9d\x02\n\x0bPushRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x11\n\tupdate_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\x04\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12%\n\nrow_deltas\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12\x19\n\x11row_sample_counts\x18\x07 \x03(\r\x12,\n\x0c\x64\x65nse_deltas\x18\x08 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x13\n\x0bnum_samples\x18\t \x01(\r\x12)\n\x07privacy\x18\n \x01(\x0b\x32\x18.tandem.v1.PrivacyReport\"I\n\x0cPushResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fstream_entry_id\x18\x03 \x01(\t\"@\n\x12\x44\x65viceModelRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"{\n\x13\x44\x65viceModelResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nonnx_model\x18\x03 \x01(\x0c\x12\x19\n\x11\x65mbedding_version\x18\x04 \x01(\t\x12\x14\n\x0cnot_modified\x18\x05 \x01(\x08\"w\n\x05\x45vent\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x10\n\x08position\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"J\n\x13ReportEventsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.tandem.v1.Event\"(\n\x14ReportEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r*G\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPOSURE\x10\x01\x12\t\n\x05\x43LICK\x10\x02\x12\x0c\n\x08PURCHASE\x10\x03\x32\xf2\x02\n\x06Tandem\x12\x46\n\tRecommend\x12\x1b.tandem.v1.RecommendRequest\x1a\x1c.tandem.v1.RecommendResponse\x12?\n\x0cPullSubmodel\x12\x16.tandem.v1.PullRequest\x1a\x17.tandem.v1.PullResponse\x12=\n\nPushUpdate\x12\x16.tandem.v1.PushRequest\x1a\x17.tandem.v1.PushResponse\x12O\n\x0eGetDeviceModel\x12\x1d.tandem.v1.DeviceModelRequest\x1a\x1e.tandem.v1.DeviceModelResponse\x12O\n\x0cReportEvents\x12\x1e.tandem.v1.ReportEventsRequest\x1a\x1f.tandem.v1.ReportEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.tandem.v1.tandem_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1827
-  _globals['_ACTION']._serialized_end=1898
+  _globals['_ACTION']._serialized_start=1846
+  _globals['_ACTION']._serialized_end=1917
   _globals['_VECTOR']._serialized_start=44
   _globals['_VECTOR']._serialized_end=79
   _globals['_MATRIX']._serialized_start=81
@@ -45,28 +45,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST']._serialized_end=449
   _globals['_SCOREDITEM']._serialized_start=452
   _globals['_SCOREDITEM']._serialized_end=583
-  _globals['_RECOMMENDRESPONSE']._serialized_start=585
-  _globals['_RECOMMENDRESPONSE']._serialized_end=712
-  _globals['_PULLREQUEST']._serialized_start=714
-  _globals['_PULLREQUEST']._serialized_end=782
-  _globals['_PULLRESPONSE']._serialized_start=785
-  _globals['_PULLRESPONSE']._serialized_end=934
-  _globals['_PRIVACYREPORT']._serialized_start=936
-  _globals['_PRIVACYREPORT']._serialized_end=1032
-  _globals['_PUSHREQUEST']._serialized_start=1035
-  _globals['_PUSHREQUEST']._serialized_end=1320
-  _globals['_PUSHRESPONSE']._serialized_start=1322
-  _globals['_PUSHRESPONSE']._serialized_end=1395
-  _globals['_DEVICEMODELREQUEST']._serialized_start=1397
-  _globals['_DEVICEMODELREQUEST']._serialized_end=1461
-  _globals['_DEVICEMODELRESPONSE']._serialized_start=1463
-  _globals['_DEVICEMODELRESPONSE']._serialized_end=1586
-  _globals['_EVENT']._serialized_start=1588
-  _globals['_EVENT']._serialized_end=1707
-  _globals['_REPORTEVENTSREQUEST']._serialized_start=1709
-  _globals['_REPORTEVENTSREQUEST']._serialized_end=1783
-  _globals['_REPORTEVENTSRESPONSE']._serialized_start=1785
-  _globals['_REPORTEVENTSRESPONSE']._serialized_end=1825
-  _globals['_TANDEM']._serialized_start=1901
-  _globals['_TANDEM']._serialized_end=2271
+  _globals['_RECOMMENDRESPONSE']._serialized_start=586
+  _globals['_RECOMMENDRESPONSE']._serialized_end=731
+  _globals['_PULLREQUEST']._serialized_start=733
+  _globals['_PULLREQUEST']._serialized_end=801
+  _globals['_PULLRESPONSE']._serialized_start=804
+  _globals['_PULLRESPONSE']._serialized_end=953
+  _globals['_PRIVACYREPORT']._serialized_start=955
+  _globals['_PRIVACYREPORT']._serialized_end=1051
+  _globals['_PUSHREQUEST']._serialized_start=1054
+  _globals['_PUSHREQUEST']._serialized_end=1339
+  _globals['_PUSHRESPONSE']._serialized_start=1341
+  _globals['_PUSHRESPONSE']._serialized_end=1414
+  _globals['_DEVICEMODELREQUEST']._serialized_start=1416
+  _globals['_DEVICEMODELREQUEST']._serialized_end=1480
+  _globals['_DEVICEMODELRESPONSE']._serialized_start=1482
+  _globals['_DEVICEMODELRESPONSE']._serialized_end=1605
+  _globals['_EVENT']._serialized_start=1607
+  _globals['_EVENT']._serialized_end=1726
+  _globals['_REPORTEVENTSREQUEST']._serialized_start=1728
+  _globals['_REPORTEVENTSREQUEST']._serialized_end=1802
+  _globals['_REPORTEVENTSRESPONSE']._serialized_start=1804
+  _globals['_REPORTEVENTSRESPONSE']._serialized_end=1844
+  _globals['_TANDEM']._serialized_start=1920
+  _globals['_TANDEM']._serialized_end=2290
 # @@protoc_insertion_point(module_scope)

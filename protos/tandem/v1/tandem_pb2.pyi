@@ -245,11 +245,14 @@ class RecommendResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     EMBEDDING_VERSION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """ranker version"""
     embedding_version: _builtins.str
     """version of the embedding rows returned"""
     request_id: _builtins.str
+    degraded: _builtins.bool
+    """the session store was unreachable: no stored session used"""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredItem]: ...
     def __init__(
@@ -259,10 +262,11 @@ class RecommendResponse(_message.Message):
         model_version: _builtins.str = ...,
         embedding_version: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        degraded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_version", b"embedding_version", "items", b"items", "model_version", b"model_version", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "embedding_version", b"embedding_version", "items", b"items", "model_version", b"model_version", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""REST transport: thin FastAPI routes under /v1 over the same domain services as gRPC."""

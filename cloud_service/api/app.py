@@ -1,0 +1,108 @@
+"""The cloud's REST app: /v1 routes mirroring the gRPC calls, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cloud_service import metrics
+from cloud_service.api.body_limit import BodyLimit
+from cloud_service.api.schemas import (
+    DeviceModelOut,
+    ErrorOut,
+    EventsBody,
+    EventsOut,
+    RecommendBody,
+    RecommendOut,
+)
+from cloud_service.api.serde import (
+    device_model_to_body,
+    events_from_body,
+    query_from_body,
+    ranked_to_body,
+)
+from cloud_service.build import CloudServices
+from cloud_service.errors import BudgetExhausted, TandemError, Unimplemented, status_of
+
+Token = Annotated[str | None, Header(alias="x-device-token")]
+ERRORS = {c: {"model": ErrorOut} for c in (401, 404, 422, 429, 503)}
+
+
+@contextmanager
+def observed(method: str) -> Iterator[None]:
+    start = time.perf_counter()
+    code = "OK"
+    try:
+        yield
+    except TandemError as exc:
+        code = status_of(exc)[0].name
+        raise
+    finally:
+        metrics.REQUESTS.labels(method, "rest", code).inc()
+        metrics.LATENCY.labels(method, "rest").observe(time.perf_counter() - start)
+
+
+def error_response(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TandemError)
+    grpc_code, http_status = status_of(exc)
+    headers = {}
+    body = {"error": grpc_code.name, "detail": str(exc)}
+    if isinstance(exc, BudgetExhausted):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        body["retry_after_ms"] = str(int(exc.retry_after_s * 1000) + 1)
+    return JSONResponse(body, status_code=http_status, headers=headers)
+
+
+def create_app(services: CloudServices) -> FastAPI:
+    app = FastAPI(title="Tandem cloud service", version="1", responses=ERRORS)  # type: ignore[arg-type]
+    app.add_exception_handler(TandemError, error_response)
+    app.add_middleware(BodyLimit, max_bytes=services.settings.http_max_body_bytes)
+
+    @app.post("/v1/recommend", response_model=RecommendOut)
+    def recommend(body: RecommendBody, x_device_token: Token = None) -> RecommendOut:
+        with observed("Recommend"):
+            ranked = services.recommend.recommend(query_from_body(body), x_device_token)
+            return ranked_to_body(ranked)
+
+    @app.post("/v1/events", response_model=EventsOut)
+    def report_events(body: EventsBody, x_device_token: Token = None) -> EventsOut:
+        with observed("ReportEvents"):
+            n = services.events.report(body.device_id, events_from_body(body), x_device_token)
+            return EventsOut(accepted=n)
+
+    @app.get("/v1/device-model", response_model=DeviceModelOut)
+    def device_model(
+        device_id: Annotated[str, Query(max_length=64)],
+        current_version: Annotated[str, Query(max_length=128)] = "",
+        x_device_token: Token = None,
+    ) -> DeviceModelOut:
+        with observed("GetDeviceModel"):
+            reply = services.device_models.get(device_id, current_version, x_device_token)
+            return device_model_to_body(reply)
+
+    @app.post("/v1/submodel/pull")
+    @app.post("/v1/submodel/push")
+    def federated() -> None:
+        raise Unimplemented("federated submodel learning is not served yet (issue 6)")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        ready, detail = services.readiness.check()
+        return JSONResponse(detail, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

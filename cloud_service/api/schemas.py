@@ -1,0 +1,109 @@
+"""Pydantic models of the REST surface; vectors are base64 float32 bytes with a dim, as in gRPC."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ActionName = Literal["exposure", "click", "purchase"]
+
+
+class VectorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(ge=1, le=4096)
+    data: str = Field(description="base64 of dim little-endian float32 values")
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("data is not valid base64") from None
+        return value
+
+    def array(self) -> np.ndarray:
+        raw = base64.b64decode(self.data)
+        if len(raw) != 4 * self.dim:
+            raise ValueError(f"expected {4 * self.dim} bytes for dim {self.dim}, got {len(raw)}")
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+class VectorOut(BaseModel):
+    dim: int
+    data: str
+
+    @staticmethod
+    def of(row: np.ndarray) -> VectorOut:
+        arr = np.ascontiguousarray(row, dtype="<f4")
+        return VectorOut(dim=int(arr.shape[0]), data=base64.b64encode(arr.tobytes()).decode())
+
+
+class BehaviorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: int
+    action: ActionName
+    timestamp_ms: int = Field(ge=0)
+
+
+class RecommendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str
+    k: int = Field(ge=1)
+    recent: list[BehaviorIn] = []
+    interest: VectorIn | None = None
+    model_version: str = ""
+    exclude_item_ids: list[int] = []
+
+
+class ScoredItemOut(BaseModel):
+    item_id: int
+    category_id: int
+    ctr: float
+    ctcvr: float
+    score: float
+    embedding: VectorOut
+
+
+class RecommendOut(BaseModel):
+    items: list[ScoredItemOut]
+    model_version: str
+    embedding_version: str
+    request_id: str
+    degraded: bool
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: int
+    action: ActionName
+    timestamp_ms: int = Field(ge=0)
+    position: int = Field(0, ge=0)
+    request_id: str = ""
+
+
+class EventsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str
+    events: list[EventIn]
+
+
+class EventsOut(BaseModel):
+    accepted: int
+
+
+class DeviceModelOut(BaseModel):
+    version: str
+    sha256: str
+    embedding_version: str
+    not_modified: bool
+    onnx_model: str = Field(description="base64 of the ONNX file; empty when not_modified")
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str

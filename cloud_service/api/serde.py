@@ -1,0 +1,71 @@
+"""Pydantic bodies <-> domain types for the REST transport."""
+
+from __future__ import annotations
+
+import base64
+
+from cloud_service.api.schemas import (
+    ActionName,
+    DeviceModelOut,
+    EventsBody,
+    RecommendBody,
+    RecommendOut,
+    ScoredItemOut,
+    VectorOut,
+)
+from cloud_service.domain import Action, Behavior, Event, RankedList, RecommendQuery
+from cloud_service.errors import InvalidArgument
+from cloud_service.services.device_models import DeviceModelReply
+
+ACTIONS: dict[ActionName, Action] = {
+    "exposure": Action.EXPOSURE, "click": Action.CLICK, "purchase": Action.PURCHASE,
+}  # fmt: skip
+
+
+def query_from_body(body: RecommendBody) -> RecommendQuery:
+    interest = None
+    if body.interest is not None:
+        try:
+            interest = body.interest.array()
+        except ValueError as exc:
+            raise InvalidArgument(f"interest: {exc}") from None
+    return RecommendQuery(
+        device_id=body.device_id,
+        k=body.k,
+        recent=tuple(Behavior(b.item_id, ACTIONS[b.action], b.timestamp_ms) for b in body.recent),
+        interest=interest,
+        model_version=body.model_version,
+        exclude=tuple(body.exclude_item_ids),
+    )
+
+
+def ranked_to_body(r: RankedList) -> RecommendOut:
+    items = [
+        ScoredItemOut(
+            item_id=int(item), category_id=int(cat), ctr=float(ctr), ctcvr=float(ctcvr),
+            score=float(score), embedding=VectorOut.of(row),
+        )
+        for item, cat, ctr, ctcvr, score, row in zip(
+            r.item_ids, r.category_ids, r.ctr, r.ctcvr, r.score, r.rows, strict=True
+        )
+    ]  # fmt: skip
+    return RecommendOut(
+        items=items, model_version=r.model_version, embedding_version=r.embedding_version,
+        request_id=r.request_id, degraded=r.degraded,
+    )  # fmt: skip
+
+
+def events_from_body(body: EventsBody) -> list[Event]:
+    return [
+        Event(e.item_id, ACTIONS[e.action], e.timestamp_ms, e.position, e.request_id)
+        for e in body.events
+    ]
+
+
+def device_model_to_body(reply: DeviceModelReply) -> DeviceModelOut:
+    m = reply.model
+    return DeviceModelOut(
+        version=m.version, sha256=m.sha256, embedding_version=m.embedding_version,
+        not_modified=reply.not_modified,
+        onnx_model="" if reply.not_modified else base64.b64encode(m.onnx_model).decode(),
+    )  # fmt: skip

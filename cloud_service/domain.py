@@ -1,0 +1,74 @@
+"""Plain domain types of the cloud service, shared by both transports and the stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class Action(IntEnum):
+    """Funnel actions; the numbers are the protobuf enum's."""
+
+    EXPOSURE = 1
+    CLICK = 2
+    PURCHASE = 3
+
+
+@dataclass(frozen=True)
+class Behavior:
+    item_id: int
+    action: Action
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    device_id: str
+    k: int
+    recent: tuple[Behavior, ...] = ()  # most recent last
+    interest: np.ndarray | None = None
+    model_version: str = ""  # the embedding version the device holds
+    exclude: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """Top-k, best first; rows[i] is the embedding row of item_ids[i]."""
+
+    item_ids: np.ndarray
+    category_ids: np.ndarray
+    ctr: np.ndarray
+    ctcvr: np.ndarray
+    score: np.ndarray
+    rows: np.ndarray
+    model_version: str
+    embedding_version: str
+    request_id: str
+    degraded: bool  # the session store was unreachable: no stored session was used
+
+
+@dataclass(frozen=True)
+class Event:
+    item_id: int
+    action: Action
+    timestamp_ms: int
+    position: int
+    request_id: str
+
+
+@dataclass
+class Session:
+    """What the cloud remembers of a device between calls (in Redis, with a TTL)."""
+
+    recent: list[Behavior] = field(default_factory=list)
+    served: list[int] = field(default_factory=list)  # items sent to the device, newest last
+    interest: np.ndarray | None = None
+    interest_version: str = ""
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    allowed: bool
+    retry_after_s: float  # when the next token is due (0 when allowed)

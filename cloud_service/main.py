@@ -1,0 +1,52 @@
+"""`python -m cloud_service.main`: one cloud replica (gRPC + REST) set by CLOUD_* variables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from cloud_service.build import build_services
+from cloud_service.server import CloudServer
+from cloud_service.settings import CloudSettings
+
+log = logging.getLogger("cloud_service")
+
+
+def build_settings() -> CloudSettings:
+    try:
+        return CloudSettings()
+    except ValidationError as exc:
+        sys.exit(f"invalid CLOUD_* settings:\n{exc}")
+
+
+def announce(server: CloudServer, ports_file: Path | None) -> None:
+    """Print (and optionally write) the bound ports: with port 0 only the process knows them."""
+    ports = {"grpc": server.grpc_port, "http": server.http_port}
+    line = json.dumps(ports)
+    print(f"cloud_service ready {line}", flush=True)
+    if ports_file is not None:
+        tmp = ports_file.with_suffix(".tmp")
+        tmp.write_text(line)
+        tmp.replace(ports_file)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = build_settings()
+    services = build_services(settings)
+    server = CloudServer(services, settings.host, settings.grpc_port, settings.http_port)
+    # uvicorn re-raises the signal it caught after shutting down; this makes that a clean exit
+    signal.signal(signal.SIGTERM, lambda *_: server.drain())
+    announce(server, settings.ports_file)
+    server.serve_forever()
+    log.info("cloud_service stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

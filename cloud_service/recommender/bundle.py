@@ -1,0 +1,90 @@
+"""Writes the serving bundle: DIN as ONNX, item rows, category, popularity and co-click graph."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import scipy.sparse as sp
+import torch
+
+from cloud_service.recommender.din import DinRanker
+from cloud_service.registry.bundle import BUNDLE_FILES, MANIFEST, RANKER_ONNX, TABLES
+from simulator.logs import Impressions
+
+
+def _export_din(model: DinRanker, path: Path) -> None:
+    # Example batch ≥ 2 with dynamic axes, else the exporter freezes the batch dimension.
+    example = (torch.tensor([[0, 1, -1], [2, -1, -1]]), torch.tensor([[3, 4], [5, -1]]))
+    torch.onnx.export(
+        model.eval(), example, str(path), dynamo=False, opset_version=17,
+        input_names=["history", "candidates"], output_names=["ctr", "ctcvr"],
+        dynamic_axes={
+            "history": {0: "batch", 1: "events"}, "candidates": {0: "batch", 1: "items"},
+            "ctr": {0: "batch", 1: "items"}, "ctcvr": {0: "batch", 1: "items"},
+        },
+    )  # fmt: skip
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def co_click_graph(train: Impressions, n_items: int) -> sp.csr_matrix:
+    """Session co-click counts between items (diagonal removed), the retriever's second source."""
+    clicked = train.click.astype(bool)
+    sessions, items = train.session[clicked], train.item[clicked]
+    if len(items) == 0:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    _, sess_idx = np.unique(sessions, return_inverse=True)
+    incidence = sp.csr_matrix(
+        (np.ones(len(items), dtype=np.float32), (sess_idx, items)),
+        shape=(int(sess_idx.max()) + 1, n_items),
+    )
+    incidence.data[:] = 1.0
+    co = (incidence.T @ incidence).tocsr()
+    co.setdiag(0.0)
+    co.eliminate_zeros()
+    return co.astype(np.float32)
+
+
+def item_rows(model: DinRanker) -> np.ndarray:
+    """The rows the cloud ships per item: [item embedding, category embedding] (n_items, D)."""
+    with torch.inference_mode():
+        emb, _ = model.embed(torch.arange(model.cfg.n_items))
+    return emb.numpy().astype(np.float32)
+
+
+def write_bundle(
+    out: Path,
+    model: DinRanker,
+    train: Impressions,
+    ranker_version: str,
+    embedding_version: str,
+    history_len: int,
+) -> dict[str, object]:
+    """Export everything the cloud serves from into `out`; the manifest records each sha256."""
+    out.mkdir(parents=True, exist_ok=True)
+    n_items = model.cfg.n_items
+    _export_din(model, out / RANKER_ONNX)
+    co = co_click_graph(train, n_items)
+    clicks = np.bincount(train.item[train.click.astype(bool)], minlength=n_items)
+    np.savez(
+        out / TABLES,
+        item_rows=item_rows(model),
+        item_category=model.item_category.numpy().astype(np.int64),
+        popularity=clicks.astype(np.float32),
+        co_data=co.data, co_indices=co.indices, co_indptr=co.indptr,
+    )  # fmt: skip
+    manifest: dict[str, object] = {
+        "version": ranker_version,
+        "embedding_version": embedding_version,
+        "n_items": n_items,
+        "n_categories": model.cfg.n_categories,
+        "history_len": history_len,
+        "sha256": {
+            name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in BUNDLE_FILES
+        },
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest

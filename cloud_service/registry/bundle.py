@@ -1,0 +1,83 @@
+"""Loads the ranker's serving bundle (ONNX + tables) after checking every file's sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+RANKER_ONNX = "ranker.onnx"
+TABLES = "tables.npz"
+MANIFEST = "manifest.json"
+BUNDLE_FILES = (RANKER_ONNX, TABLES)
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A file does not match the sha256 its manifest records, or the manifest is unusable."""
+
+
+@dataclass(frozen=True)
+class ServingBundle:
+    """What the cloud ranks with; arrays are read-only and shared by every request."""
+
+    version: str
+    embedding_version: str
+    history_len: int
+    ranker_onnx: bytes
+    item_rows: np.ndarray  # (n_items, dim) float32, the rows shipped to devices
+    item_category: np.ndarray  # (n_items,) int64
+    popularity: np.ndarray  # (n_items,) training clicks
+    co_clicks: sp.csr_matrix  # (n_items, n_items)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_rows.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_rows.shape[1])
+
+
+def read_verified(directory: Path, name: str, sha256: dict[str, str]) -> bytes:
+    data = (directory / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256.get(name):
+        raise ArtifactIntegrityError(f"{directory / name} does not match its manifest's sha256")
+    return data
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactIntegrityError(f"cannot read {directory / MANIFEST}: {exc}") from exc
+    return manifest
+
+
+def load_bundle(directory: Path) -> ServingBundle:
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    digests = manifest.get("sha256", {})
+    onnx_bytes = read_verified(directory, RANKER_ONNX, digests)
+    tables_path = directory / TABLES
+    read_verified(directory, TABLES, digests)
+    with np.load(tables_path, allow_pickle=False) as t:
+        n = int(t["item_rows"].shape[0])
+        co = sp.csr_matrix((t["co_data"], t["co_indices"], t["co_indptr"]), shape=(n, n))
+        arrays = {k: np.array(t[k]) for k in ("item_rows", "item_category", "popularity")}
+    for arr in arrays.values():
+        arr.flags.writeable = False
+    return ServingBundle(
+        version=str(manifest["version"]),
+        embedding_version=str(manifest["embedding_version"]),
+        history_len=int(manifest["history_len"]),
+        ranker_onnx=onnx_bytes,
+        item_rows=arrays["item_rows"].astype(np.float32, copy=False),
+        item_category=arrays["item_category"].astype(np.int64, copy=False),
+        popularity=arrays["popularity"],
+        co_clicks=co,
+    )

@@ -1,0 +1,1 @@
+"""gRPC transport: thin servicers over the domain services, health and reflection."""

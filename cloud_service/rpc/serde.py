@@ -1,0 +1,52 @@
+"""Protobuf messages <-> domain types for the gRPC transport (the one place they meet)."""
+
+from __future__ import annotations
+
+from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
+from cloud_service.errors import InvalidArgument
+from cloud_service.validation import parse_action
+from protos.tandem.v1 import tandem_pb2 as pb
+from protos.vectors import vector_from_proto, vector_to_proto
+
+
+def query_from_proto(req: pb.RecommendRequest) -> RecommendQuery:
+    interest = None
+    if req.HasField("interest"):
+        try:
+            interest = vector_from_proto(req.interest, max_floats=4096)
+        except ValueError as exc:
+            raise InvalidArgument(f"interest: {exc}") from None
+    return RecommendQuery(
+        device_id=req.device_id,
+        k=req.k,
+        recent=tuple(
+            Behavior(b.item_id, parse_action(b.action, "recent"), b.timestamp_ms)
+            for b in req.recent
+        ),
+        interest=interest,
+        model_version=req.model_version,
+        exclude=tuple(req.exclude_item_ids),
+    )
+
+
+def ranked_to_proto(r: RankedList) -> pb.RecommendResponse:
+    items = [
+        pb.ScoredItem(
+            item_id=int(item), category_id=int(cat), ctr=float(ctr), ctcvr=float(ctcvr),
+            score=float(score), embedding=vector_to_proto(row),
+        )
+        for item, cat, ctr, ctcvr, score, row in zip(
+            r.item_ids, r.category_ids, r.ctr, r.ctcvr, r.score, r.rows, strict=True
+        )
+    ]  # fmt: skip
+    return pb.RecommendResponse(
+        items=items, model_version=r.model_version, embedding_version=r.embedding_version,
+        request_id=r.request_id, degraded=r.degraded,
+    )  # fmt: skip
+
+
+def events_from_proto(req: pb.ReportEventsRequest) -> list[Event]:
+    return [
+        Event(e.item_id, parse_action(e.action, "events"), e.timestamp_ms, e.position, e.request_id)
+        for e in req.events
+    ]

@@ -1,0 +1,61 @@
+"""Builds the gRPC server: the Tandem servicer, grpc.health.v1, reflection, message size limits."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cloud_service.build import CloudServices
+from cloud_service.rpc.servicer import TandemServicer
+from protos.tandem.v1 import tandem_pb2 as pb
+from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Tandem"].full_name
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE):
+            self.health.set(name, status)
+
+
+def build_grpc_server(services: CloudServices, host: str, port: int) -> GrpcServer:
+    """Bind to `port` (0 = any free port) and report the port actually bound; not yet started."""
+    s = services.settings
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", s.grpc_max_receive_bytes),
+            ("grpc.max_send_message_length", s.grpc_max_send_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_TandemServicer_to_server(TandemServicer(services), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    out = GrpcServer(server, bound, health_servicer)
+    out.set_serving(True)
+    return out

@@ -1,0 +1,106 @@
+"""The Tandem gRPC servicer: convert, call one domain service, map errors through errors.STATUS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from cloud_service import metrics
+from cloud_service.auth import TOKEN_HEADER
+from cloud_service.build import CloudServices
+from cloud_service.errors import (
+    BudgetExhausted,
+    DeadlineExceeded,
+    TandemError,
+    Unimplemented,
+    status_of,
+)
+from cloud_service.rpc.serde import events_from_proto, query_from_proto, ranked_to_proto
+from protos.tandem.v1 import tandem_pb2 as pb
+from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+RETRY_AFTER_MS = "retry-after-ms"  # trailing metadata on RESOURCE_EXHAUSTED
+MIN_TIME_LEFT_S = 0.002  # less than this left on the caller's deadline: do not start the work
+
+
+def token_of(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key == TOKEN_HEADER:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def handle(method: str, context: grpc.ServicerContext, call: Callable[[], T]) -> T:
+    """Run one domain call; a TandemError aborts the RPC with its mapped status and message."""
+    start = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < MIN_TIME_LEFT_S:
+            raise DeadlineExceeded("deadline too close to start the work")
+        return call()
+    except TandemError as exc:
+        code, _ = status_of(exc)
+        if isinstance(exc, BudgetExhausted):
+            retry_ms = str(int(exc.retry_after_s * 1000) + 1)
+            context.set_trailing_metadata(((RETRY_AFTER_MS, retry_ms),))
+        context.abort(code, str(exc))
+        raise  # unreachable: abort raises
+    finally:
+        metrics.REQUESTS.labels(method, "grpc", code.name).inc()
+        metrics.LATENCY.labels(method, "grpc").observe(time.perf_counter() - start)
+
+
+class TandemServicer(pb_grpc.TandemServicer):
+    def __init__(self, services: CloudServices) -> None:
+        self.s = services
+
+    def Recommend(
+        self, request: pb.RecommendRequest, context: grpc.ServicerContext
+    ) -> pb.RecommendResponse:
+        return handle("Recommend", context, lambda: ranked_to_proto(
+            self.s.recommend.recommend(query_from_proto(request), token_of(context))
+        ))  # fmt: skip
+
+    def ReportEvents(
+        self, request: pb.ReportEventsRequest, context: grpc.ServicerContext
+    ) -> pb.ReportEventsResponse:
+        def call() -> pb.ReportEventsResponse:
+            n = self.s.events.report(
+                request.device_id, events_from_proto(request), token_of(context)
+            )
+            return pb.ReportEventsResponse(accepted=n)
+
+        return handle("ReportEvents", context, call)
+
+    def GetDeviceModel(
+        self, request: pb.DeviceModelRequest, context: grpc.ServicerContext
+    ) -> pb.DeviceModelResponse:
+        def call() -> pb.DeviceModelResponse:
+            reply = self.s.device_models.get(
+                request.device_id, request.current_version, token_of(context)
+            )
+            m = reply.model
+            return pb.DeviceModelResponse(
+                version=m.version, sha256=m.sha256, embedding_version=m.embedding_version,
+                onnx_model=b"" if reply.not_modified else m.onnx_model,
+                not_modified=reply.not_modified,
+            )  # fmt: skip
+
+        return handle("GetDeviceModel", context, call)
+
+    def PullSubmodel(
+        self, request: pb.PullRequest, context: grpc.ServicerContext
+    ) -> pb.PullResponse:
+        return handle("PullSubmodel", context, _federated_not_ready)
+
+    def PushUpdate(self, request: pb.PushRequest, context: grpc.ServicerContext) -> pb.PushResponse:
+        return handle("PushUpdate", context, _federated_not_ready)
+
+
+def _federated_not_ready() -> T:  # type: ignore[type-var]
+    raise Unimplemented("federated submodel learning is not served yet (issue 6)")

@@ -1,0 +1,105 @@
+"""Recommend: budget, session, retrieval + ranking, embedding rows; degrades when Redis is down."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloud_service import metrics
+from cloud_service.auth import DeviceAuth
+from cloud_service.domain import Action, Behavior, RankedList, RecommendQuery, Session
+from cloud_service.errors import BudgetExhausted
+from cloud_service.recommender.serving import OnlineRecommender
+from cloud_service.services.rows import RowService
+from cloud_service.store.base import RequestBudget, SessionStore, StoreUnavailable
+from cloud_service.validation import check_query
+
+
+@dataclass(frozen=True)
+class RecommendLimits:
+    max_k: int = 200
+    max_recent: int = 200
+    max_exclude: int = 5000
+    session_recent_len: int = 50
+    session_served_len: int = 400
+
+
+def merge_recent(stored: list[Behavior], new: tuple[Behavior, ...], keep: int) -> list[Behavior]:
+    """Union of the stored and the reported behaviour, ordered by time, last `keep` kept."""
+    merged = {(b.item_id, b.action, b.timestamp_ms): b for b in [*stored, *new]}
+    return sorted(merged.values(), key=lambda b: b.timestamp_ms)[-keep:]
+
+
+class RecommendService:
+    def __init__(
+        self,
+        auth: DeviceAuth,
+        recommender: OnlineRecommender,
+        rows: RowService,
+        sessions: SessionStore,
+        budget: RequestBudget,
+        fallback_budget: RequestBudget,
+        limits: RecommendLimits,
+    ) -> None:
+        self.auth, self.recommender, self.rows = auth, recommender, rows
+        self.sessions, self.budget, self.fallback_budget = sessions, budget, fallback_budget
+        self.limits = limits
+
+    def _admit(self) -> None:
+        try:
+            decision = self.budget.take()
+        except StoreUnavailable:
+            decision = self.fallback_budget.take()  # this replica's share, until Redis returns
+        metrics.BUDGET.labels("allowed" if decision.allowed else "rejected").inc()
+        if not decision.allowed:
+            raise BudgetExhausted(decision.retry_after_s)
+
+    def _load(self, device_id: str) -> tuple[Session, bool]:
+        try:
+            return self.sessions.load(device_id) or Session(), False
+        except StoreUnavailable:
+            metrics.DEGRADED.inc()
+            return Session(), True
+
+    def recommend(self, q: RecommendQuery, token: str | None) -> RankedList:
+        self.auth.verify(q.device_id, token)
+        bundle = self.recommender.bundle
+        lim = self.limits
+        limits = {"recent": lim.max_recent, "exclude": lim.max_exclude}
+        check_query(q, bundle.n_items, bundle.dim, lim.max_k, limits)
+        self._admit()  # after validation: bad input spends no budget
+        session, degraded = self._load(q.device_id)
+        recent = merge_recent(session.recent, q.recent, lim.session_recent_len)
+        clicked = np.array(
+            [b.item_id for b in recent if b.action != Action.EXPOSURE], dtype=np.int64
+        )
+        exclude = np.unique(
+            np.array([*q.exclude, *session.served, *(b.item_id for b in recent)], dtype=np.int64)
+        )
+        # an interest vector from another embedding version lives in another space: ignore it
+        interest = q.interest if q.model_version in ("", bundle.embedding_version) else None
+        if interest is None and session.interest_version == bundle.embedding_version:
+            interest = session.interest
+        if len(clicked) == 0 and interest is None:
+            scored = self.recommender.popular(exclude, q.k)
+        else:
+            scored = self.recommender.recommend(clicked, exclude, interest, q.k)
+        rows = self.rows.rows(scored.item_ids)
+        if not degraded:
+            session.recent = recent
+            session.served = [*session.served, *scored.item_ids.tolist()][-lim.session_served_len :]
+            if q.interest is not None and interest is q.interest:
+                session.interest, session.interest_version = q.interest, bundle.embedding_version
+            try:
+                self.sessions.save(q.device_id, session)
+            except StoreUnavailable:
+                degraded = True
+        return RankedList(
+            item_ids=scored.item_ids,
+            category_ids=bundle.item_category[scored.item_ids],
+            ctr=scored.ctr, ctcvr=scored.ctcvr, score=scored.score, rows=rows,
+            model_version=bundle.version, embedding_version=bundle.embedding_version,
+            request_id=uuid.uuid4().hex, degraded=degraded,
+        )  # fmt: skip

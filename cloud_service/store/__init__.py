@@ -1,0 +1,1 @@
+"""Storage behind interfaces: Redis for the service, in-memory for tests; one contract suite."""

@@ -1,0 +1,94 @@
+"""In-process implementations of the stores: for unit tests and the Redis-down budget fallback."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from cloud_service.domain import BudgetDecision, Event, Session
+
+
+class MemorySessions:
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self.clock = ttl_s, clock
+        self._data: dict[str, tuple[float, Session]] = {}
+
+    def load(self, device_id: str) -> Session | None:
+        entry = self._data.get(device_id)
+        if entry is None or entry[0] <= self.clock():
+            self._data.pop(device_id, None)
+            return None
+        return copy.deepcopy(entry[1])
+
+    def save(self, device_id: str, session: Session) -> None:
+        self._data[device_id] = (self.clock() + self.ttl_s, copy.deepcopy(session))
+
+
+class MemoryRowCache:
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int], np.ndarray] = {}
+
+    def get_rows(
+        self, version: str, item_ids: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.zeros((len(item_ids), dim), dtype=np.float32)
+        found = np.zeros(len(item_ids), dtype=bool)
+        for pos, item in enumerate(np.asarray(item_ids).tolist()):
+            row = self._rows.get((version, item))
+            if row is not None and row.shape == (dim,):
+                rows[pos], found[pos] = row, True
+        return rows, found
+
+    def put_rows(self, version: str, item_ids: np.ndarray, rows: np.ndarray) -> None:
+        for item, row in zip(np.asarray(item_ids).tolist(), rows, strict=True):
+            self._rows[(version, item)] = np.array(row, dtype=np.float32)
+
+
+class MemoryEventLog:
+    def __init__(self, maxlen: int) -> None:
+        self._entries: deque[tuple[str, dict[str, str]]] = deque(maxlen=maxlen)
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def append(self, device_id: str, events: Sequence[Event]) -> list[str]:
+        with self._lock:
+            ids = []
+            for e in events:
+                eid = f"{int(time.time() * 1000)}-{next(self._seq)}"
+                self._entries.append((eid, {
+                    "device": device_id, "item": str(e.item_id), "action": str(int(e.action)),
+                    "ts": str(e.timestamp_ms), "position": str(e.position), "request": e.request_id,
+                }))  # fmt: skip
+                ids.append(eid)
+            return ids
+
+    def read(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        with self._lock:
+            return list(itertools.islice(self._entries, count))
+
+
+class MemoryBudget:
+    """The same token bucket as the Redis Lua script, for one process."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens, self._ts = burst, clock()
+        self._lock = threading.Lock()
+
+    def take(self, cost: float = 1.0) -> BudgetDecision:
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._ts) * self.rate)
+            self._ts = now
+            if self._tokens >= cost:
+                self._tokens -= cost
+                return BudgetDecision(True, 0.0)
+            return BudgetDecision(False, (cost - self._tokens) / self.rate)

@@ -1,0 +1,175 @@
+"""Redis implementations of the stores: sessions, embedding rows, the event stream, the budget."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from cloud_service.domain import BudgetDecision, Event, Session
+from cloud_service.store.base import StoreUnavailable
+from cloud_service.store.breaker import Breaker
+from cloud_service.store.codec import decode_session, encode_session
+from cloud_service.store.keys import Keys
+
+# Token bucket (Redis server clock, so replicas need no clock agreement). Numbers are returned
+# as strings: Redis truncates Lua numbers to integers.
+TOKEN_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed, wait = 0, 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+def build_redis(url: str, socket_timeout_s: float, retries: int) -> redis.Redis:
+    """A client whose every call has a deadline and a bounded, backed-off retry."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        health_check_interval=30,
+    )
+
+
+class RedisStore:
+    """Shared client, key names and circuit breaker of the Redis-backed stores."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, breaker: Breaker) -> None:
+        self.client = client
+        self.keys = keys
+        self.breaker = breaker
+
+    def ping(self) -> bool:
+        try:
+            with self.breaker.guard():
+                return bool(self.client.ping())
+        except StoreUnavailable:
+            return False
+
+
+class RedisSessions:
+    def __init__(self, store: RedisStore, ttl_s: int) -> None:
+        self.store, self.ttl_s = store, ttl_s
+
+    def load(self, device_id: str) -> Session | None:
+        with self.store.breaker.guard():
+            data = self.store.client.get(self.store.keys.session(device_id))
+        return None if data is None else decode_session(bytes(data))  # type: ignore[arg-type]
+
+    def save(self, device_id: str, session: Session) -> None:
+        with self.store.breaker.guard():
+            self.store.client.set(
+                self.store.keys.session(device_id), encode_session(session), ex=self.ttl_s
+            )
+
+
+class RedisRowCache:
+    """Rows as float32 bytes in hashes sharded by item id; pipelined HMGET in bounded batches."""
+
+    def __init__(self, store: RedisStore, shards: int, batch: int, ttl_s: int) -> None:
+        self.store, self.shards, self.batch, self.ttl_s = store, shards, batch, ttl_s
+
+    def _commands(self, item_ids: np.ndarray) -> list[tuple[int, list[int]]]:
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for pos, item in enumerate(item_ids.tolist()):
+            by_shard[item % self.shards].append(pos)
+        out = []
+        for shard, positions in by_shard.items():
+            for lo in range(0, len(positions), self.batch):
+                out.append((shard, positions[lo : lo + self.batch]))
+        return out
+
+    def get_rows(
+        self, version: str, item_ids: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(item_ids, dtype=np.int64)
+        rows = np.zeros((len(ids), dim), dtype=np.float32)
+        found = np.zeros(len(ids), dtype=bool)
+        commands = self._commands(ids)
+        with self.store.breaker.guard():
+            pipe = self.store.client.pipeline(transaction=False)
+            for shard, positions in commands:
+                pipe.hmget(
+                    self.store.keys.row_shard(version, shard), [int(ids[p]) for p in positions]
+                )
+            replies = pipe.execute()
+        for (_, positions), values in zip(commands, replies, strict=True):
+            for pos, value in zip(positions, values, strict=True):
+                if value is not None and len(value) == 4 * dim:
+                    rows[pos] = np.frombuffer(value, dtype="<f4")
+                    found[pos] = True
+        return rows, found
+
+    def put_rows(self, version: str, item_ids: np.ndarray, rows: np.ndarray) -> None:
+        ids = np.asarray(item_ids, dtype=np.int64)
+        data = np.ascontiguousarray(rows, dtype="<f4")
+        with self.store.breaker.guard():
+            pipe = self.store.client.pipeline(transaction=False)
+            for shard, positions in self._commands(ids):
+                key = self.store.keys.row_shard(version, shard)
+                pipe.hset(key, mapping={int(ids[p]): data[p].tobytes() for p in positions})
+                pipe.expire(key, self.ttl_s)
+            pipe.execute()
+
+
+class RedisEventLog:
+    """A bounded Redis Stream; a batch is appended in one MULTI/EXEC, so all or none."""
+
+    def __init__(self, store: RedisStore, maxlen: int) -> None:
+        self.store, self.maxlen = store, maxlen
+
+    def append(self, device_id: str, events: Sequence[Event]) -> list[str]:
+        key = self.store.keys.events()
+        with self.store.breaker.guard():
+            pipe = self.store.client.pipeline(transaction=True)
+            for e in events:
+                fields: dict[Any, Any] = {
+                    "device": device_id, "item": e.item_id, "action": int(e.action),
+                    "ts": e.timestamp_ms, "position": e.position, "request": e.request_id,
+                }  # fmt: skip
+                pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
+            ids = pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def read(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        with self.store.breaker.guard():
+            entries: Any = self.store.client.xrange(self.store.keys.events(), count=count)
+        return [
+            (eid.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+            for eid, fields in entries
+        ]
+
+
+class RedisBudget:
+    """The global token bucket, one Lua call per request (atomic across replicas)."""
+
+    def __init__(self, store: RedisStore, rate: float, burst: float, name: str = "cloud") -> None:
+        self.store, self.rate, self.burst = store, rate, burst
+        self.key = store.keys.budget(name)
+        self.script = store.client.register_script(TOKEN_BUCKET)
+
+    def take(self, cost: float = 1.0) -> BudgetDecision:
+        with self.store.breaker.guard():
+            allowed, wait = self.script(keys=[self.key], args=[self.rate, self.burst, cost])
+        return BudgetDecision(bool(int(allowed)), float(wait))

@@ -1,0 +1,69 @@
+"""Checks on every input from outside; each failure is an InvalidArgument naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cloud_service.domain import Action, Behavior, Event, RecommendQuery
+from cloud_service.errors import InvalidArgument
+
+MAX_REQUEST_ID = 64
+MAX_TIMESTAMP_MS = 1 << 50  # far future; rejects garbage, not clocks
+
+
+def check_items(ids: np.ndarray, n_items: int, what: str) -> None:
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n_items):
+        bad = int(ids[(ids < 0) | (ids >= n_items)][0])
+        raise InvalidArgument(f"{what}: unknown item id {bad} (catalogue has {n_items} items)")
+
+
+def check_behaviors(recent: Sequence[Behavior], limit: int, n_items: int) -> None:
+    if len(recent) > limit:
+        raise InvalidArgument(f"recent: {len(recent)} behaviours, more than the limit of {limit}")
+    check_items(np.array([b.item_id for b in recent], dtype=np.int64), n_items, "recent")
+    for b in recent:
+        if not 0 <= b.timestamp_ms < MAX_TIMESTAMP_MS:
+            raise InvalidArgument(f"recent: timestamp_ms {b.timestamp_ms} out of range")
+
+
+def check_query(
+    q: RecommendQuery, n_items: int, dim: int, max_k: int, limits: dict[str, int]
+) -> None:
+    if not 1 <= q.k <= max_k:
+        raise InvalidArgument(f"k must be between 1 and {max_k}, got {q.k}")
+    check_behaviors(q.recent, limits["recent"], n_items)
+    if len(q.exclude) > limits["exclude"]:
+        raise InvalidArgument(f"exclude_item_ids: more than the limit of {limits['exclude']}")
+    check_items(np.asarray(q.exclude, dtype=np.int64), n_items, "exclude_item_ids")
+    if q.interest is not None:
+        if q.interest.shape != (dim,):
+            raise InvalidArgument(f"interest: expected dim {dim}, got {q.interest.shape[0]}")
+        if not np.all(np.isfinite(q.interest)):
+            raise InvalidArgument("interest contains NaN or infinite values")
+
+
+def check_events(events: Sequence[Event], limit: int, n_items: int) -> None:
+    if not events:
+        raise InvalidArgument("events: empty batch")
+    if len(events) > limit:
+        raise InvalidArgument(f"events: {len(events)} events, more than the limit of {limit}")
+    check_items(np.array([e.item_id for e in events], dtype=np.int64), n_items, "events")
+    for e in events:
+        if e.action not in tuple(Action):
+            raise InvalidArgument("events: action must be EXPOSURE, CLICK or PURCHASE")
+        if not 0 <= e.timestamp_ms < MAX_TIMESTAMP_MS:
+            raise InvalidArgument(f"events: timestamp_ms {e.timestamp_ms} out of range")
+        if not 0 <= e.position < 10_000:
+            raise InvalidArgument(f"events: position {e.position} out of range")
+        if len(e.request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument("events: request_id longer than 64 characters")
+
+
+def parse_action(value: int, what: str) -> Action:
+    """A wire action number as an Action; UNSPECIFIED (0) and unknown numbers are refused."""
+    try:
+        return Action(int(value))
+    except ValueError:
+        raise InvalidArgument(f"{what}: action must be EXPOSURE, CLICK or PURCHASE") from None

@@ -1,0 +1,118 @@
+"""One contract for every store implementation: in-memory and Redis must behave the same."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from cloud_service.domain import Action, Behavior, Event, Session
+from cloud_service.store.breaker import Breaker
+from cloud_service.store.keys import Keys
+from cloud_service.store.memory import MemoryBudget, MemoryEventLog, MemoryRowCache, MemorySessions
+from cloud_service.store.redis_store import (
+    RedisBudget,
+    RedisEventLog,
+    RedisRowCache,
+    RedisSessions,
+    RedisStore,
+    build_redis,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stores:
+    sessions: Any
+    rows: Any
+    events: Any
+    budget_factory: Any
+
+
+@pytest.fixture(params=["memory", "redis"])
+def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
+    if request.param == "memory":
+        yield Stores(
+            MemorySessions(ttl_s=1), MemoryRowCache(), MemoryEventLog(maxlen=1000),
+            lambda rate, burst: MemoryBudget(rate, burst),
+        )  # fmt: skip
+        return
+    url = request.getfixturevalue("redis_url")
+    client = build_redis(url, socket_timeout_s=1.0, retries=1)
+    store = RedisStore(client, Keys("contract"), Breaker(0.5))
+    yield Stores(
+        RedisSessions(store, ttl_s=1), RedisRowCache(store, shards=8, batch=16, ttl_s=60),
+        RedisEventLog(store, maxlen=1000), lambda rate, burst: RedisBudget(store, rate, burst),
+    )  # fmt: skip
+    client.close()
+
+
+def test_session_round_trip_and_ttl(stores: Stores) -> None:
+    assert stores.sessions.load("a") is None
+    session = Session(
+        recent=[Behavior(1, Action.CLICK, 10), Behavior(2, Action.EXPOSURE, 11)],
+        served=[5, 6, 7], interest=np.arange(4, dtype=np.float32), interest_version="emb-1",
+    )  # fmt: skip
+    stores.sessions.save("a", session)
+    loaded = stores.sessions.load("a")
+    assert loaded.recent == session.recent and loaded.served == session.served
+    np.testing.assert_array_equal(loaded.interest, session.interest)
+    assert loaded.interest_version == "emb-1"
+    assert stores.sessions.load("b") is None  # sessions are per device
+    time.sleep(1.2)
+    assert stores.sessions.load("a") is None
+
+
+def test_rows_round_trip_by_version_in_batches(stores: Stores) -> None:
+    ids = np.arange(0, 300, 3, dtype=np.int64)  # 100 ids: several shards, several batches each
+    rows = np.random.default_rng(0).normal(size=(100, 6)).astype(np.float32)
+    got, found = stores.rows.get_rows("v1", ids, 6)
+    assert not found.any() and not got.any()
+    stores.rows.put_rows("v1", ids[:60], rows[:60])
+    got, found = stores.rows.get_rows("v1", ids, 6)
+    assert found.tolist() == [True] * 60 + [False] * 40
+    np.testing.assert_array_equal(got[:60], rows[:60])
+    _, other = stores.rows.get_rows("v2", ids, 6)
+    assert not other.any()  # versions never mix
+
+
+def test_events_append_in_order(stores: Stores) -> None:
+    batch = [Event(i, Action.CLICK, 100 + i, i % 4, "req") for i in range(5)]
+    ids = stores.events.append("dev", batch)
+    assert len(ids) == 5 and len(set(ids)) == 5
+    entries = stores.events.read(10)
+    assert [e[1]["item"] for e in entries] == ["0", "1", "2", "3", "4"]
+    assert entries[0][1]["device"] == "dev" and entries[0][1]["action"] == str(int(Action.CLICK))
+
+
+def test_budget_bucket_refuses_past_the_burst_and_refills(stores: Stores) -> None:
+    budget = stores.budget_factory(20.0, 3.0)  # 20 tokens/s, burst 3
+    decisions = [budget.take() for _ in range(4)]
+    assert [d.allowed for d in decisions[:3]] == [True, True, True]
+    refused = decisions[3]
+    assert not refused.allowed and 0 < refused.retry_after_s <= 0.05 + 1e-6
+    time.sleep(refused.retry_after_s + 0.02)
+    assert budget.take().allowed
+
+
+def test_redis_keys_are_prefixed_and_hash_tagged(redis_url: str) -> None:
+    client = build_redis(redis_url, 1.0, 1)
+    store = RedisStore(client, Keys("pfx"), Breaker(0.5))
+    RedisSessions(store, 60).save("dev-9", Session())
+    RedisRowCache(store, 4, 8, 60).put_rows("emb-x", np.arange(8), np.zeros((8, 2)))
+    RedisEventLog(store, 10).append("dev-9", [Event(1, Action.CLICK, 1, 0, "")])
+    RedisBudget(store, 1.0, 1.0).take()
+    keys = sorted(k.decode() for k in client.keys("*"))
+    assert all(k.startswith("pfx:{") for k in keys), keys
+    assert "pfx:{dev:dev-9}:session" in keys and "pfx:{events}" in keys
+    assert client.ttl("pfx:{dev:dev-9}:session") > 0
+    for key in keys:  # Cluster places each key by its tag alone: multi-key calls stay in one slot
+        tag = key[key.index("{") + 1 : key.index("}")]
+        assert redis.cluster.key_slot(key.encode()) == redis.cluster.key_slot(tag.encode())
+    client.close()
