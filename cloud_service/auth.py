@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
 from cloud_service.errors import InvalidArgument, Unauthenticated
+from protos.auth import TOKEN_HEADER, device_token
 
-TOKEN_HEADER = "x-device-token"  # gRPC metadata key and HTTP header (case-insensitive there)
+__all__ = ["TOKEN_HEADER", "DeviceAuth", "check_device_id", "device_token"]
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # no braces: ids go inside Redis hash tags
-
-
-def device_token(secret: bytes, device_id: str) -> str:
-    """The token a device presents; issued at device registration (here: by whoever holds the
-    secret, e.g. the demo's fleet). Stateless, so every replica verifies it without a lookup."""
-    return hmac.new(secret, device_id.encode(), hashlib.sha256).hexdigest()
 
 
 def check_device_id(device_id: str) -> str:

@@ -1,0 +1,1 @@
+"""REST API that apps call: recommend, events, status, health, metrics."""

@@ -1,0 +1,62 @@
+"""Builds the agent's service from settings: cloud client, models, sessions."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from device_agent.cloud_client import CloudClient
+from device_agent.inference.models import ModelPoller, RerankerSlot
+from device_agent.policy.features import SessionView
+from device_agent.policy.pacing import DualPacer
+from device_agent.policy.value import RequestValueModel
+from device_agent.service import AgentService
+from device_agent.session.registry import SessionRegistry
+from device_agent.session.state import DeviceSession
+from device_agent.settings import DeviceSettings
+from protos.auth import device_token
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Agent:
+    settings: DeviceSettings
+    service: AgentService
+    cloud: CloudClient
+    reranker: RerankerSlot
+    poller: ModelPoller
+
+
+def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
+    def new_session(device_id: str) -> DeviceSession:
+        return DeviceSession(
+            device_id=device_id,
+            view=SessionView(s.n_categories, s.pool_size, s.page_size),
+            pacer=DualPacer(
+                s.request_budget, eta=s.pacer_eta, lam=s.initial_threshold,
+                backoff=s.pacer_backoff, burst=s.pacer_burst,
+            ),
+            behavior_len=s.behavior_len,
+        )  # fmt: skip
+
+    return new_session
+
+
+def build_agent(s: DeviceSettings) -> Agent:
+    secret = s.token_secret.get_secret_value().encode()
+    cloud = CloudClient(
+        s.cloud_target, s.cloud_deadline_ms / 1000, lambda device: device_token(secret, device)
+    )
+    reranker = RerankerSlot(s.onnx_threads)
+    if not reranker.refresh(cloud, s.agent_id, timeout_s=5.0):
+        log.warning("no device model yet; serving the cloud's order until one arrives")
+    value_model = None
+    if s.value_model is not None:
+        value_model = RequestValueModel(s.value_model.read_bytes(), s.onnx_threads)
+    service = AgentService(
+        SessionRegistry(build_session_factory(s), s.max_devices), cloud, reranker, value_model,
+        s.pool_size, s.max_k,
+    )  # fmt: skip
+    poller = ModelPoller(reranker, cloud, s.agent_id, s.model_poll_s)
+    return Agent(s, service, cloud, reranker, poller)

@@ -1,0 +1,134 @@
+"""gRPC client of the cloud: every call has a deadline; UNAVAILABLE is retried by service config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from protos.auth import TOKEN_HEADER
+from protos.tandem.v1 import tandem_pb2 as pb
+from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
+from protos.vectors import vector_from_proto
+
+# gRPC retries transparently within the caller's deadline (never past it).
+SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "tandem.v1.Tandem"}],
+        "retryPolicy": {
+            "maxAttempts": 2, "initialBackoff": "0.01s", "maxBackoff": "0.05s",
+            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+})  # fmt: skip
+
+
+WIRE_ACTION = {0: pb.EXPOSURE, 1: pb.CLICK, 2: pb.PURCHASE}
+
+
+class CloudError(Exception):
+    """The cloud did not answer usefully; `kind` is timeout | throttled | unavailable | error."""
+
+    def __init__(self, kind: str, detail: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind, self.retry_after_s = kind, retry_after_s
+
+
+@dataclass(frozen=True)
+class CloudList:
+    item_ids: np.ndarray
+    category_ids: np.ndarray
+    ctr: np.ndarray
+    rows: np.ndarray  # (k, dim) float32
+    model_version: str
+    embedding_version: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class DeviceModelBytes:
+    version: str
+    sha256: str
+    onnx_model: bytes
+    not_modified: bool
+
+
+def _error(exc: grpc.RpcError) -> CloudError:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CloudError("timeout", exc.details() or "")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailers = dict(exc.trailing_metadata() or ())
+        retry_ms = float(trailers.get("retry-after-ms", 0) or 0)
+        return CloudError("throttled", exc.details() or "", retry_ms / 1000)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CloudError("unavailable", exc.details() or "")
+    return CloudError("error", f"{code.name}: {exc.details()}")
+
+
+class CloudClient:
+    def __init__(self, target: str, deadline_s: float, tokens: object) -> None:
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.service_config", SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                ("grpc.max_receive_message_length", 32 << 20),
+                # reconnect quickly after the cloud restarts
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
+        self.stub = pb_grpc.TandemStub(self.channel)
+        self.deadline_s = deadline_s
+        self.tokens = tokens  # callable device_id -> token
+
+    def _meta(self, device_id: str) -> list[tuple[str, str]]:
+        return [(TOKEN_HEADER, self.tokens(device_id))]  # type: ignore[operator]
+
+    def recommend(
+        self, device_id: str, k: int, recent: list[tuple[int, int, int]], exclude: list[int]
+    ) -> CloudList:
+        """recent: (item, action code 0 exposure / 1 click / 2 purchase, ts ms), latest last."""
+        request = pb.RecommendRequest(
+            device_id=device_id, k=k, exclude_item_ids=exclude,
+            recent=[
+                pb.Behavior(item_id=i, action=WIRE_ACTION[a], timestamp_ms=t) for i, a, t in recent
+            ],
+        )  # fmt: skip
+        try:
+            reply = self.stub.Recommend(
+                request, metadata=self._meta(device_id), timeout=self.deadline_s
+            )
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        items = reply.items
+        rows = (
+            np.stack([vector_from_proto(i.embedding) for i in items])
+            if items
+            else np.empty((0, 0), dtype=np.float32)
+        )
+        return CloudList(
+            item_ids=np.array([i.item_id for i in items], dtype=np.int64),
+            category_ids=np.array([i.category_id for i in items], dtype=np.int64),
+            ctr=np.array([i.ctr for i in items], dtype=np.float32),
+            rows=rows, model_version=reply.model_version,
+            embedding_version=reply.embedding_version, request_id=reply.request_id,
+        )  # fmt: skip
+
+    def device_model(
+        self, device_id: str, current_version: str, timeout_s: float
+    ) -> DeviceModelBytes:
+        try:
+            reply = self.stub.GetDeviceModel(
+                pb.DeviceModelRequest(device_id=device_id, current_version=current_version),
+                metadata=self._meta(device_id), timeout=timeout_s,
+            )  # fmt: skip
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return DeviceModelBytes(reply.version, reply.sha256, reply.onnx_model, reply.not_modified)
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,18 @@
+"""Prometheus metrics of the device agent (no device or item ids as labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+SERVED = Counter("tandem_agent_recommend_total", "App recommend calls by source", ["source"])
+CLOUD_CALLS = Counter(
+    "tandem_agent_cloud_calls_total", "Cloud Recommend calls by outcome", ["outcome"]
+)
+EVENTS = Counter("tandem_agent_events_total", "App events accepted", ["action"])
+MODEL_UPDATES = Counter(
+    "tandem_agent_model_updates_total", "Device model fetches by outcome", ["outcome"]
+)
+LATENCY = Histogram(
+    "tandem_agent_recommend_seconds", "App recommend latency by source", ["source"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.5, 1.0),
+)  # fmt: skip

@@ -1,0 +1,53 @@
+"""Serves the agent's REST app on a bound socket (port 0 = any), in the foreground or a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from device_agent.api.app import create_app
+from device_agent.build import Agent
+
+
+class AgentServer:
+    def __init__(self, agent: Agent, host: str, port: int) -> None:
+        self.agent = agent
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        config = uvicorn.Config(
+            create_app(agent.service, agent.settings.max_events), log_level="warning",
+            access_log=False, lifespan="off",
+        )  # fmt: skip
+        self.http = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    def serve_forever(self) -> None:
+        self.agent.poller.start()
+        try:
+            self.http.run(sockets=[self.socket])
+        finally:
+            self.agent.poller.stop()
+            self.agent.cloud.close()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.http.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the agent's HTTP server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.http.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.socket.close()

@@ -1,0 +1,158 @@
+"""The agent's domain: serve a page, decide whether to ask the cloud, record app events."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from device_agent import metrics
+from device_agent.cloud_client import CloudClient, CloudError, CloudList
+from device_agent.inference.models import RerankerSlot
+from device_agent.policy.features import request_features
+from device_agent.policy.value import RequestValueModel
+from device_agent.session.registry import SessionRegistry
+from device_agent.session.state import DeviceSession, Pool
+
+ACTIONS = (0, 1, 2)  # exposure, click, purchase
+
+
+class InvalidEvent(ValueError):
+    """An app event that cannot be accepted; nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    value: float
+    threshold: float
+    shift: float
+    asked: bool
+    outcome: str  # initial | refill | refreshed | kept | timeout | throttled | unavailable | error
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Pool
+    source: str  # cloud | local
+    decision: Decision
+    model_version: str
+
+
+@dataclass(frozen=True)
+class AppEvent:
+    item_id: int
+    action: int  # EXPOSURE / CLICK / PURCHASE codes of session.state
+    timestamp_ms: int
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q)).astype(np.float32)
+
+
+class AgentService:
+    def __init__(
+        self,
+        sessions: SessionRegistry,
+        cloud: CloudClient,
+        reranker: RerankerSlot,
+        value_model: RequestValueModel | None,
+        pool_size: int,
+        max_k: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
+        self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
+        self.clock = clock
+        self.outcomes: Counter[str] = Counter()
+        self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
+
+    def _value(self, s: DeviceSession) -> tuple[float, float]:
+        shift = s.view.shift()
+        if self.value_model is None:
+            return shift, shift
+        return self.value_model.value(request_features(s.view)), shift
+
+    def _ask_cloud(self, s: DeviceSession) -> CloudList:
+        recent = list(s.behavior)
+        exclude = sorted(set(s.shown) | set(s.pool.items.tolist()))
+        return self.cloud.recommend(s.device_id, self.pool_size, recent, exclude)
+
+    def _decide(self, s: DeviceSession, k: int) -> Decision:
+        """Ask the cloud when the session has no list yet (initial), when the pool cannot fill
+        the page (refill: the feed must go on), or when the request's value clears λ."""
+        value, shift = self._value(s)
+        initial = not s.had_cloud_list
+        refill = not initial and len(s.pool) < k
+        wanted = s.pacer.wants(value)
+        asked = initial or refill or s.pacer.decide(value)
+        outcome, throttled = "kept", False
+        if asked:
+            try:
+                reply = self._ask_cloud(s)
+                if len(reply.item_ids):
+                    pool = Pool(reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows)
+                    s.set_pool(pool)
+                    self.last_list = pool
+                outcome = "initial" if initial else "refill" if refill else "refreshed"
+            except CloudError as exc:
+                outcome, throttled = exc.kind, exc.kind == "throttled"
+            metrics.CLOUD_CALLS.labels(outcome).inc()
+        if not initial:  # the first list is not a request; refills count against the budget
+            s.pacer.update(asked, throttled=throttled, wanted=wanted or refill)
+            s.cloud_requests += int(asked)
+        return Decision(value, s.pacer.lam, shift, asked, outcome)
+
+    def recommend(self, device_id: str, k: int) -> Page:
+        if not 1 <= k <= self.max_k:
+            raise InvalidEvent(f"k must be between 1 and {self.max_k}")
+        s = self.sessions.get(device_id)
+        with s.lock:
+            s.close_page()
+            decision = self._decide(s, k)
+            if len(s.pool) == 0 and len(self.last_list):
+                s.set_pool(self._fallback(s))  # cold start with no cloud: what others got
+            model = self.reranker.current
+            page = s.take_page(k, model)
+            s.steps += 1
+        source = "cloud" if decision.outcome in ("initial", "refill", "refreshed") else "local"
+        self.outcomes[decision.outcome] += 1
+        metrics.SERVED.labels(source).inc()
+        return Page(page, source, decision, model.version if model else "")
+
+    def _fallback(self, s: DeviceSession) -> Pool:
+        seen = set(s.shown)
+        keep = np.array([i not in seen for i in self.last_list.items.tolist()], dtype=bool)
+        p = self.last_list
+        return Pool(p.items[keep], p.categories[keep], p.cloud_logit[keep], p.rows[keep])
+
+    def record_events(self, device_id: str, events: Sequence[AppEvent]) -> int:
+        for e in events:  # validate all first: a bad batch records nothing
+            if e.item_id < 0 or e.timestamp_ms < 0 or e.action not in ACTIONS:
+                raise InvalidEvent(f"invalid event {e}")
+        s = self.sessions.get(device_id)
+        with s.lock:
+            for e in events:
+                s.record_event(e.item_id, e.action, e.timestamp_ms)
+                metrics.EVENTS.labels(("exposure", "click", "purchase")[e.action]).inc()
+            s.rerank(self.reranker.current)  # the pool's order follows every event at once
+        return len(events)
+
+    def status(self) -> dict[str, object]:
+        sessions = self.sessions.snapshot()
+        steps = sum(s.steps for s in sessions)
+        requests = sum(s.cloud_requests for s in sessions)
+        return {
+            "devices": len(sessions),
+            "steps": steps,
+            "cloud_requests": requests,
+            "request_rate": requests / steps if steps else 0.0,
+            "outcomes": dict(self.outcomes),
+            "mean_threshold": float(np.mean([s.pacer.lam for s in sessions])) if sessions else 0.0,
+            "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,
+            "reranker_version": self.reranker.version,
+            "value_model": "onnx" if self.value_model is not None else "shift score",
+        }

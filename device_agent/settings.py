@@ -1,0 +1,47 @@
+"""Typed settings of the device agent (`DEVICE_*` environment variables), validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DeviceSettings(BaseSettings):
+    """Built once in main and passed in; never read at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="DEVICE_", frozen=True)
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(8100, ge=0, le=65535)
+    ports_file: Path | None = None
+    agent_id: str = Field("agent-0", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    # the cloud
+    cloud_target: str = "127.0.0.1:50051"
+    cloud_deadline_ms: int = Field(150, ge=1, le=60_000)
+    model_poll_s: float = Field(30.0, gt=0)
+    # Tokens are issued per device at registration; a simulated fleet derives them from the
+    # cloud's secret instead (one agent process stands for many phones).
+    token_secret: SecretStr = SecretStr("dev-only-secret-change-me")
+
+    # models
+    value_model: Path | None = None  # ONNX request-value model; without it: the shift score
+    onnx_threads: int = Field(1, ge=1, le=16)
+
+    # the feed
+    pool_size: int = Field(48, ge=1, le=500)  # items asked from the cloud per request
+    page_size: int = Field(4, ge=1, le=100)  # the app's usual page (for the value features)
+    n_categories: int = Field(48, ge=1)
+    behavior_len: int = Field(30, ge=1, le=200)
+    max_k: int = Field(100, ge=1)
+    max_devices: int = Field(100_000, ge=1)  # sessions kept in memory, least recent evicted
+    max_events: int = Field(200, ge=1)
+
+    # pacing: share of feed steps that may ask the cloud, per device
+    request_budget: float = Field(0.10, ge=0.0, le=1.0)
+    pacer_eta: float = Field(0.05, gt=0)
+    pacer_burst: float = Field(2.0, ge=1.0)
+    pacer_backoff: float = Field(0.5, ge=0.0)
+    initial_threshold: float = Field(0.0, ge=0.0)

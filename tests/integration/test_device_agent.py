@@ -1,0 +1,153 @@
+"""The device agent's REST API against a real cloud (gRPC on port 0) and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from device_agent.build import build_agent
+from device_agent.server import AgentServer
+from device_agent.settings import DeviceSettings
+from tests.integration.conftest import StartCloud
+
+pytestmark = pytest.mark.integration
+SECRET = "dev-only-secret-change-me"  # the default of both settings
+
+
+@pytest.fixture()
+def start_agent() -> Iterator[Any]:
+    started: list[AgentServer] = []
+
+    def start(cloud_port: int, **overrides: Any) -> tuple[str, AgentServer]:
+        settings = DeviceSettings(
+            cloud_target=f"127.0.0.1:{cloud_port}", http_port=0, cloud_deadline_ms=500,
+            **overrides,
+        )  # fmt: skip
+        server = AgentServer(build_agent(settings), settings.host, 0)
+        server.start()
+        started.append(server)
+        return f"http://127.0.0.1:{server.port}", server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def feed(url: str, device: str, steps: int, click_every: int = 3) -> list[dict]:
+    pages = []
+    for step in range(steps):
+        page = httpx.post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        pages.append(body)
+        events = [
+            {"item_id": it["item_id"], "timestamp_ms": 1000 * step + j,
+             "action": "click" if (step + j) % click_every == 0 else "exposure"}
+            for j, it in enumerate(body["items"])
+        ]  # fmt: skip
+        if events:
+            r = httpx.post(f"{url}/v1/events", json={"device_id": device, "events": events})
+            assert r.status_code == 200
+    return pages
+
+
+def test_agent_serves_pages_from_its_pool_and_asks_the_cloud_first(
+    start_cloud: StartCloud, start_agent: Any
+) -> None:
+    cloud, services = start_cloud()
+    url, _ = start_agent(cloud.grpc_port, request_budget=0.0, initial_threshold=1e9)  # never asks
+    pages = feed(url, "phone-1", steps=6)
+    assert pages[0]["source"] == "cloud" and pages[0]["decision"]["outcome"] == "initial"
+    assert all(p["source"] == "local" for p in pages[1:])
+    shown = [it["item_id"] for p in pages for it in p["items"]]
+    assert len(shown) == 24 and len(set(shown)) == 24  # no item twice in a session
+    assert pages[1]["model_version"].startswith("edgerec-")  # the registry's model re-ranks
+    status = httpx.get(f"{url}/v1/status").json()
+    assert status["steps"] == 6 and status["cloud_requests"] == 0
+    assert status["reranker_version"] == services.device_models.registry.current().version
+
+
+def test_budget_paces_cloud_requests(start_cloud: StartCloud, start_agent: Any) -> None:
+    cloud, _ = start_cloud()
+    url, _ = start_agent(cloud.grpc_port, request_budget=1.0, pacer_burst=100.0)
+    pages = feed(url, "phone-2", steps=8, click_every=2)
+    asked = [p["decision"]["asked_cloud"] for p in pages[1:]]
+    assert any(asked)  # with a full budget and λ = 0 any positive value asks
+    assert any(p["source"] == "cloud" for p in pages[1:])
+
+
+def test_a_dead_cloud_never_fails_the_app(start_cloud: StartCloud, start_agent: Any) -> None:
+    cloud, _ = start_cloud()
+    url, _ = start_agent(cloud.grpc_port, request_budget=1.0, pacer_burst=100.0)
+    feed(url, "phone-3", steps=2)
+    cloud.stop(grace_s=0)
+    pages = feed(url, "phone-3", steps=5, click_every=1)
+    assert all(p["source"] == "local" for p in pages)
+    assert sum(len(p["items"]) for p in pages) > 0
+    outcomes = {p["decision"]["outcome"] for p in pages}
+    assert outcomes & {"unavailable", "timeout", "kept"}
+    fresh = httpx.post(f"{url}/v1/recommend", json={"device_id": "phone-new", "k": 4}).json()
+    assert fresh["source"] == "local" and len(fresh["items"]) == 4  # others' list as fallback
+
+
+def test_throttling_raises_the_threshold(start_cloud: StartCloud, start_agent: Any) -> None:
+    cloud, _ = start_cloud(budget_rate=0.01, budget_burst=1.0)  # one call, then 429s
+    url, _ = start_agent(cloud.grpc_port, request_budget=1.0, pacer_burst=100.0)
+    pages = feed(url, "phone-4", steps=6, click_every=1)
+    throttled = [p for p in pages if p["decision"]["outcome"] == "throttled"]
+    assert throttled and all(p["source"] == "local" for p in throttled)
+    assert pages[-1]["decision"]["threshold"] > 0  # 429 backs the pacer off
+
+
+def test_bad_app_input_is_refused(start_cloud: StartCloud, start_agent: Any) -> None:
+    cloud, _ = start_cloud()
+    url, _ = start_agent(cloud.grpc_port)
+    bad = [
+        ("/v1/recommend", {"device_id": "p", "k": 0}),
+        ("/v1/recommend", {"device_id": "p{x}", "k": 2}),
+        ("/v1/events", {"device_id": "p", "events": []}),
+        ("/v1/events", {"device_id": "p", "events": [{"item_id": -1, "action": "click",
+                                                      "timestamp_ms": 1}]}),
+        ("/v1/events", {"device_id": "p", "events": [{"item_id": 1, "action": "like",
+                                                      "timestamp_ms": 1}]}),
+    ]  # fmt: skip
+    for path, body in bad:
+        assert httpx.post(f"{url}{path}", json=body).status_code == 422, body
+    assert httpx.get(f"{url}/v1/status").json()["devices"] == 0  # nothing was created
+
+
+def test_new_model_is_swapped_in_and_a_tampered_one_refused(
+    start_cloud: StartCloud, start_agent: Any, tiny_artifacts: Any, tmp_path: Path
+) -> None:
+    device_dir = tmp_path / "device"
+    shutil.copytree(tiny_artifacts.device, device_dir)
+    cloud, services = start_cloud(device_model_dir=device_dir)
+    url, agent = start_agent(cloud.grpc_port, model_poll_s=3600)
+    first = agent.agent.reranker.version
+    manifest = json.loads((device_dir / "manifest.json").read_text())
+    # a tampered copy on the agent's side: refused, the old model keeps serving
+    data = (device_dir / manifest["file"]).read_bytes()
+    assert not agent.agent.reranker.install(data + b"x", manifest["sha256"], "evil")
+    assert agent.agent.reranker.version == first
+    # a new version in the registry: fetched, verified, swapped while requests flow
+    onnx = device_dir / "v2.onnx"
+    onnx.write_bytes(data)
+    import hashlib
+
+    manifest |= {
+        "file": "v2.onnx",
+        "version": "edgerec-v2",
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    (device_dir / "manifest.json").write_text(json.dumps(manifest))
+    feed(url, "phone-5", steps=2)
+    assert agent.agent.reranker.refresh(agent.agent.cloud, "agent-0", timeout_s=5)
+    page = httpx.post(f"{url}/v1/recommend", json={"device_id": "phone-5", "k": 4}).json()
+    assert page["model_version"] == "edgerec-v2"
+    assert services is not None

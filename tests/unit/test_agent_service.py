@@ -1,0 +1,128 @@
+"""The agent's domain with a fake cloud: first list, fallback, pacing, re-rank, atomic events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_agent.build import build_session_factory
+from device_agent.cloud_client import CloudError, CloudList
+from device_agent.inference.models import RerankerSlot
+from device_agent.service import AgentService, AppEvent, InvalidEvent
+from device_agent.session.registry import SessionRegistry
+from device_agent.settings import DeviceSettings
+from localrun.artifacts import ArtifactDirs
+
+pytestmark = pytest.mark.unit
+DIM = 40
+
+
+class FakeCloud:
+    """Answers with the next `k` ids of a fixed catalogue, or raises the error it is told to."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.error: CloudError | None = None
+        self.next_id = 0
+
+    def recommend(self, device_id: str, k: int, recent: list, exclude: list[int]) -> CloudList:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        ids = np.arange(self.next_id, self.next_id + k)
+        self.next_id += k
+        rng = np.random.default_rng(self.next_id)
+        return CloudList(
+            ids, ids % 5, np.linspace(0.9, 0.1, k, dtype=np.float32),
+            rng.normal(size=(k, DIM)).astype(np.float32), "din-x", "emb-x", "rid",
+        )  # fmt: skip
+
+
+class FixedValue:
+    """A value model that always values a request at `value`."""
+
+    def __init__(self, value: float) -> None:
+        self.v = value
+
+    def value(self, features: np.ndarray) -> float:
+        return self.v
+
+
+def service(
+    cloud: FakeCloud, reranker: RerankerSlot | None = None, value: float | None = None, **kw: object
+) -> AgentService:
+    settings = DeviceSettings(pool_size=12, **kw)  # type: ignore[arg-type]
+    registry = SessionRegistry(build_session_factory(settings), max_devices=3)
+    model = None if value is None else FixedValue(value)
+    return AgentService(registry, cloud, reranker or RerankerSlot(), model, 12, 50)  # type: ignore[arg-type]
+
+
+def test_first_page_comes_from_the_cloud_then_from_the_pool() -> None:
+    cloud = FakeCloud()
+    agent = service(cloud, request_budget=0.0, initial_threshold=1e9)
+    first = agent.recommend("d", 4)
+    assert first.source == "cloud" and first.decision.outcome == "initial"
+    rest = [agent.recommend("d", 4) for _ in range(2)]
+    assert all(p.source == "local" for p in rest) and cloud.calls == 1
+    served = np.concatenate([p.items.items for p in [first, *rest]])
+    assert sorted(served.tolist()) == list(range(12))  # the whole pool, each item once
+
+
+def test_a_failing_cloud_degrades_to_the_pool_or_to_another_devices_list() -> None:
+    cloud = FakeCloud()
+    agent = service(cloud, request_budget=1.0, pacer_burst=50.0)
+    agent.recommend("a", 4)
+    cloud.error = CloudError("timeout", "slow")
+    page = agent.recommend("b", 4)  # a new device while the cloud is down
+    assert page.source == "local" and page.decision.outcome == "timeout"
+    assert len(page.items) == 4  # items from the agent's latest cloud list
+
+
+def test_throttling_backs_off_the_pacer() -> None:
+    cloud = FakeCloud()
+    agent = service(cloud, value=5.0, request_budget=1.0, pacer_burst=50.0, pacer_backoff=2.0)
+    agent.recommend("a", 1)
+    asked = agent.recommend("a", 1)
+    assert asked.decision.asked and asked.decision.outcome == "refreshed"
+    cloud.error = CloudError("throttled", "429", retry_after_s=1.0)
+    throttled = agent.recommend("a", 1)
+    assert throttled.decision.outcome == "throttled" and throttled.source == "local"
+    # at a full budget demand moves λ by η(1 − b) = 0; the 429 adds the back-off η·2
+    step = throttled.decision.threshold - asked.decision.threshold
+    assert step == pytest.approx(0.05 * 2.0)
+
+
+def test_events_are_all_or_nothing() -> None:
+    agent = service(FakeCloud())
+    agent.recommend("a", 2)
+    with pytest.raises(InvalidEvent):
+        agent.record_events("a", [AppEvent(1, 1, 5), AppEvent(2, 7, 5)])
+    assert len(agent.sessions.get("a").behavior) == 0
+
+
+def test_device_model_reorders_the_pool_after_events(tiny_artifacts: ArtifactDirs) -> None:
+    import json
+
+    manifest = json.loads((Path(tiny_artifacts.device) / "manifest.json").read_text())
+    slot = RerankerSlot()
+    data = (Path(tiny_artifacts.device) / manifest["file"]).read_bytes()
+    assert slot.install(data, manifest["sha256"], manifest["version"])
+    assert not slot.install(data, "0" * 64, "tampered") and slot.version == manifest["version"]
+    agent = service(FakeCloud(), slot, request_budget=0.0, initial_threshold=1e9)
+    agent.recommend("a", 1)
+    session = agent.sessions.get("a")
+    cloud_order = np.arange(len(session.pool))
+    agent.record_events("a", [AppEvent(0, 1, 1), AppEvent(0, 2, 2)])
+    reranked = session.order.copy()
+    assert sorted(reranked.tolist()) == cloud_order.tolist()  # a permutation of the pool
+    assert len(session.behavior) == 2
+
+
+def test_sessions_are_evicted_least_recent_first() -> None:
+    agent = service(FakeCloud())
+    for device in ("a", "b", "c", "d"):
+        agent.recommend(device, 1)
+    devices = [s.device_id for s in agent.sessions.snapshot()]
+    assert devices == ["b", "c", "d"]
