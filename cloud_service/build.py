@@ -98,7 +98,12 @@ def build_services(settings: CloudSettings, store: RedisStore | None = None) -> 
             s.budget_rate * s.budget_local_share, s.budget_burst * s.budget_local_share
         ),
         limits=RecommendLimits(
-            s.max_k, s.max_recent, s.max_exclude, s.session_recent_len, s.session_served_len
+            s.max_k,
+            s.max_recent,
+            s.max_exclude,
+            s.session_recent_len,
+            s.session_served_len,
+            s.exclude_served,
         ),
     )
     return CloudServices(

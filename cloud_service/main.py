@@ -42,8 +42,7 @@ def main() -> int:
     server = CloudServer(services, settings.host, settings.grpc_port, settings.http_port)
     # uvicorn re-raises the signal it caught after shutting down; this makes that a clean exit
     signal.signal(signal.SIGTERM, lambda *_: server.drain())
-    announce(server, settings.ports_file)
-    server.serve_forever()
+    server.serve_forever(on_ready=lambda: announce(server, settings.ports_file))
     log.info("cloud_service stopped")
     return 0
 

@@ -60,9 +60,13 @@ class CloudServer:
         self.services.readiness.shutting_down.set()
         self.grpc.set_serving(False)
 
-    def serve_forever(self) -> None:
-        """Main-thread mode: blocks until SIGTERM/SIGINT, then drains and stops both servers."""
+    def serve_forever(self, on_ready: Callable[[], None] = lambda: None) -> None:
+        """Main-thread mode: blocks until SIGTERM/SIGINT, then drains and stops both servers.
+
+        `on_ready` runs once both ports accept connections (gRPC started, HTTP listening)."""
         self.grpc.server.start()
+        self.http_socket.listen(2048)  # uvicorn listens again with its own backlog; harmless
+        on_ready()
         self.http.run(sockets=[self.http_socket])
         self.grpc.server.stop(self.services.settings.shutdown_grace_s).wait()
 

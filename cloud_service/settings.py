@@ -55,6 +55,7 @@ class CloudSettings(BaseSettings):
     max_events: int = Field(500, ge=1)
     session_recent_len: int = Field(50, ge=1)
     session_served_len: int = Field(400, ge=0)
+    exclude_served: bool = False  # see RecommendLimits.exclude_served
     purchase_weight: float = Field(1.0, ge=0)  # score = pCTR + w · pCTCVR
     n_embedding: int = Field(200, ge=0)
     n_cooccurrence: int = Field(100, ge=0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from device_agent.cloud_client import CloudClient
 from device_agent.inference.models import ModelPoller, RerankerSlot
 from device_agent.policy.features import SessionView
-from device_agent.policy.pacing import DualPacer
+from device_agent.policy.pacing import Allowance, DualPacer
 from device_agent.policy.value import RequestValueModel
 from device_agent.service import AgentService
 from device_agent.session.registry import SessionRegistry
@@ -33,14 +33,18 @@ def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
         return DeviceSession(
             device_id=device_id,
             view=SessionView(s.n_categories, s.pool_size, s.page_size),
-            pacer=DualPacer(
-                s.request_budget, eta=s.pacer_eta, lam=s.initial_threshold,
-                backoff=s.pacer_backoff, burst=s.pacer_burst,
-            ),
+            allowance=Allowance(s.request_budget, burst=s.pacer_burst),
             behavior_len=s.behavior_len,
         )  # fmt: skip
 
     return new_session
+
+
+def build_pacer(s: DeviceSettings) -> DualPacer:
+    """The fleet-wide price of a request (λ), learned from every device this agent serves."""
+    return DualPacer(
+        s.request_budget, eta=s.pacer_eta, lam=s.initial_threshold, backoff=s.pacer_backoff
+    )
 
 
 def build_agent(s: DeviceSettings) -> Agent:
@@ -56,7 +60,7 @@ def build_agent(s: DeviceSettings) -> Agent:
         value_model = RequestValueModel(s.value_model.read_bytes(), s.onnx_threads)
     service = AgentService(
         SessionRegistry(build_session_factory(s), s.max_devices), cloud, reranker, value_model,
-        s.pool_size, s.max_k,
+        s.pool_size, s.max_k, s.policy, build_pacer(s),
     )  # fmt: skip
     poller = ModelPoller(reranker, cloud, s.agent_id, s.model_poll_s)
     return Agent(s, service, cloud, reranker, poller)

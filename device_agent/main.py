@@ -21,14 +21,17 @@ def main() -> int:
     except ValidationError as exc:
         sys.exit(f"invalid DEVICE_* settings:\n{exc}")
     server = AgentServer(build_agent(settings), settings.host, settings.http_port)
-    line = json.dumps({"http": server.port})
-    if settings.ports_file is not None:
-        tmp = settings.ports_file.with_suffix(".tmp")
-        tmp.write_text(line)
-        tmp.replace(settings.ports_file)
-    print(f"device_agent ready {line}", flush=True)
+
+    def announce() -> None:
+        line = json.dumps({"http": server.port})
+        if settings.ports_file is not None:
+            tmp = settings.ports_file.with_suffix(".tmp")
+            tmp.write_text(line)
+            tmp.replace(settings.ports_file)
+        print(f"device_agent ready {line}", flush=True)
+
     signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it after shutting down
-    server.serve_forever()
+    server.serve_forever(on_ready=announce)
     return 0
 
 

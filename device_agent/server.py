@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 
@@ -29,8 +30,10 @@ class AgentServer:
     def port(self) -> int:
         return int(self.socket.getsockname()[1])
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self.agent.poller.start()
+        self.socket.listen(2048)
+        on_ready()
         try:
             self.http.run(sockets=[self.socket])
         finally:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +13,7 @@ from device_agent import metrics
 from device_agent.cloud_client import CloudClient, CloudError, CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.policy.features import request_features
+from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession, Pool
@@ -62,11 +63,14 @@ class AgentService:
         value_model: RequestValueModel | None,
         pool_size: int,
         max_k: int,
-        clock: Callable[[], float] = time.time,
+        policy: str = "value",
+        pacer: DualPacer | None = None,
     ) -> None:
         self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
         self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
-        self.clock = clock
+        self.policy = policy
+        self.pacer = pacer or DualPacer(0.1)
+        self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
 
@@ -78,7 +82,7 @@ class AgentService:
 
     def _ask_cloud(self, s: DeviceSession) -> CloudList:
         recent = list(s.behavior)
-        exclude = sorted(set(s.shown) | set(s.pool.items.tolist()))
+        exclude = sorted(set(s.shown))  # not the pool: its best unshown items may come back
         return self.cloud.recommend(s.device_id, self.pool_size, recent, exclude)
 
     def _decide(self, s: DeviceSession, k: int) -> Decision:
@@ -87,8 +91,10 @@ class AgentService:
         value, shift = self._value(s)
         initial = not s.had_cloud_list
         refill = not initial and len(s.pool) < k
-        wanted = s.pacer.wants(value)
-        asked = initial or refill or s.pacer.decide(value)
+        wanted = self.pacer.wants(value)
+        by_value = wanted and s.allowance.has_token()
+        paced = {"value": by_value, "always": True, "never": False}[self.policy]
+        asked = initial or refill or paced
         outcome, throttled = "kept", False
         if asked:
             try:
@@ -102,9 +108,11 @@ class AgentService:
                 outcome, throttled = exc.kind, exc.kind == "throttled"
             metrics.CLOUD_CALLS.labels(outcome).inc()
         if not initial:  # the first list is not a request; refills count against the budget
-            s.pacer.update(asked, throttled=throttled, wanted=wanted or refill)
+            s.allowance.step(asked)
+            with self._pacer_lock:
+                self.pacer.update(asked, throttled=throttled, wanted=wanted or refill)
             s.cloud_requests += int(asked)
-        return Decision(value, s.pacer.lam, shift, asked, outcome)
+        return Decision(value, self.pacer.lam, shift, asked, outcome)
 
     def recommend(self, device_id: str, k: int) -> Page:
         if not 1 <= k <= self.max_k:
@@ -151,7 +159,8 @@ class AgentService:
             "cloud_requests": requests,
             "request_rate": requests / steps if steps else 0.0,
             "outcomes": dict(self.outcomes),
-            "mean_threshold": float(np.mean([s.pacer.lam for s in sessions])) if sessions else 0.0,
+            "threshold": self.pacer.lam,
+            "budget": self.pacer.budget,
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,
             "reranker_version": self.reranker.version,
             "value_model": "onnx" if self.value_model is not None else "shift score",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,9 @@ class DeviceSettings(BaseSettings):
     max_devices: int = Field(100_000, ge=1)  # sessions kept in memory, least recent evicted
     max_events: int = Field(200, ge=1)
 
+    # "value": ask when the request's value clears the paced threshold (the product);
+    # "always" / "never": the AlwaysQ ceiling and NoQ floor the demo compares it with
+    policy: Literal["value", "always", "never"] = "value"
     # pacing: share of feed steps that may ask the cloud, per device
     request_budget: float = Field(0.10, ge=0.0, le=1.0)
     pacer_eta: float = Field(0.05, gt=0)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from device_agent.build import build_session_factory
+from device_agent.build import build_pacer, build_session_factory
 from device_agent.cloud_client import CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.policy.features import request_features
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = AgentService(
         SessionRegistry(build_session_factory(settings), 10), BundleCloud(rows, cats),  # type: ignore[arg-type]
         slot, RequestValueModel(value_bytes, threads=1), settings.pool_size, settings.max_k,
+        "value", build_pacer(settings),
     )  # fmt: skip
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1

@@ -1,57 +1,204 @@
-"""`make demo`: build the world, train the ranker on a small budget, print the held-out report."""
+"""`make demo`: models, then Redis + cloud + device agents as processes, a fleet, a report.
+
+1. Models: the world, the DIN ranker (+ its serving bundle), the device re-ranker and the
+   request-value model; reused from `--out` when present (`--retrain` forces training).
+2. The system: a real Redis (embedded when none is configured), the cloud service and device
+   agents as child processes; the fleet plays the same world sessions through the agents' REST
+   API three times — our value-paced policy, AlwaysQ (ask every step) and NoQ (never ask) —
+   and the report compares them. Everything started is stopped at the end.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from simulator.evaluation import TABLE_HEADER
+from localrun.demo_report import PolicyRun, print_report, write_plot
 from simulator.scales import SCALES
+from simulator.world import WorldConfig
+
+SECRET = "demo-secret-0123456789"
+VALUE_MODEL = Path("policy_lab/artifacts/request_value.onnx")
+
+
+@dataclass(frozen=True)
+class Models:
+    bundle: Path
+    device: Path
+    value_model: Path | None
+    world: WorldConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", choices=sorted(SCALES), default="default")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=1, help="ranker training budget")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/demo"))
-    return parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scale", choices=sorted(SCALES), default="default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=1, help="ranker training budget")
+    p.add_argument("--out", type=Path, default=Path("artifacts/demo"))
+    p.add_argument("--retrain", action="store_true", help="train even if models exist")
+    p.add_argument("--untrained", action="store_true", help="tiny random-init models (tests)")
+    p.add_argument("--sessions", type=int, default=400, help="fleet sessions per policy")
+    p.add_argument("--users", type=int, default=12, help="concurrent app users")
+    p.add_argument("--max-seconds", type=float, default=40.0, help="per policy")
+    p.add_argument("--agents", type=int, default=2, help="agent processes for our policy")
+    p.add_argument("--budget", type=float, default=0.10, help="share of steps that may ask")
+    p.add_argument("--cloud-rate", type=float, default=1000.0, help="global cloud budget /s")
+    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    # imported here so that `--help` answers without loading torch
+def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
+    """World statistics, the ranker's held-out table, then the device and value models."""
+    from cloud_service.recommender import train_device
     from cloud_service.recommender.artifacts import save_ranker
-    from cloud_service.recommender.train import TrainConfig, ctcvr_auc, held_out_table, train_ranker
+    from cloud_service.recommender.train import (
+        TrainConfig,
+        ctcvr_auc,
+        held_out_table,
+        save_serving_bundle,
+        train_ranker,
+    )
+    from simulator.evaluation import TABLE_HEADER
     from simulator.pipeline import build_experiment
 
-    args = parse_args(argv)
-    cfg = replace(SCALES[args.scale], seed=args.seed)
     progress = sys.stderr.isatty()
-    print(f"Tandem demo: world scale={args.scale} seed={args.seed}", flush=True)
     exp = build_experiment(cfg, progress=progress)
     print(f"\nWorld statistics (generated in {exp.seconds:.1f} s)\n")
     print(exp.stats.table(), flush=True)
     start = time.perf_counter()
     model, fit = train_ranker(exp, TrainConfig(epochs=args.epochs, seed=args.seed), progress)
-    seconds = time.perf_counter() - start
-    manifest = save_ranker(args.out / "ranker", model, {"world": cfg.__dict__, "train": fit})
+    ranker_dir = args.out / "ranker"
+    manifest = save_ranker(ranker_dir, model, {"world": cfg.__dict__, "train": fit})
+    save_serving_bundle(ranker_dir, model, exp, manifest)
+    print(
+        f"\nRanker {manifest.version} trained for {args.epochs} epoch(s) in "
+        f"{time.perf_counter() - start:.0f} s (valid AUC {fit['best_valid_auc']:.4f})"
+    )
     test = exp.held_out.split.test
-    print(
-        f"\nRanker {manifest.version} trained for {args.epochs} epoch(s) in {seconds:.0f} s "
-        f"(valid AUC {fit['best_valid_auc']:.4f}), saved to {args.out / 'ranker'}"
-    )
-    print(
-        f"\nHeld-out recommenders (last 20 % of sessions by start time: {len(test):,} "
-        f"impressions, {len(exp.held_out.task.session):,} sessions)\n"
-    )
+    print(f"\nHeld-out recommenders (last 20 % of sessions: {len(test):,} impressions)\n")
     print(TABLE_HEADER)
     for report in held_out_table(model, exp):
         print(report.row())
-    print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}")
-    print("\nNot in the demo yet: the cloud service, device agents and the simulated fleet.")
+    print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}\n", flush=True)
+    train_device.run(ranker_dir, args.out / "device", train_device.DeviceTrainConfig(), exp)
+    if not VALUE_MODEL.exists():
+        print("\nTraining the request-value model (python -m policy_lab.train) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "policy_lab.train"], check=True)
+    return Models(ranker_dir / "serving", args.out / "device", VALUE_MODEL, cfg)
+
+
+def prepare_models(args: argparse.Namespace) -> Models:
+    cfg = replace(SCALES[args.scale], seed=args.seed)
+    if args.untrained:
+        from localrun.artifacts import write_tiny_artifacts
+
+        dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)
+        return Models(dirs.bundle, dirs.device, None, replace(SCALES["tiny"], seed=args.seed))
+    models = Models(args.out / "ranker" / "serving", args.out / "device", VALUE_MODEL, cfg)
+    ready = all(p.exists() for p in (models.bundle, models.device, VALUE_MODEL))
+    if ready and not args.retrain and _trained_on(models.bundle.parent) == cfg:
+        print(f"Reusing the models in {args.out} (--retrain to train them again)", flush=True)
+        return models
+    return train_models(args, cfg)
+
+
+def _trained_on(ranker_dir: Path) -> WorldConfig | None:
+    from cloud_service.recommender.artifacts import read_manifest, world_config
+
+    try:
+        return world_config(read_manifest(ranker_dir))
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def cloud_env(args: argparse.Namespace, models: Models, redis_url: str) -> dict[str, str]:
+    return {
+        "CLOUD_REDIS_URL": redis_url, "CLOUD_GRPC_PORT": "0", "CLOUD_HTTP_PORT": "0",
+        "CLOUD_BUNDLE_DIR": str(models.bundle), "CLOUD_DEVICE_MODEL_DIR": str(models.device),
+        "CLOUD_AUTH_SECRET": SECRET, "CLOUD_BUDGET_RATE": str(args.cloud_rate),
+        "CLOUD_BUDGET_BURST": str(args.cloud_rate), "CLOUD_KEY_PREFIX": "demo",
+    }  # fmt: skip
+
+
+def agent_env(
+    args: argparse.Namespace, models: Models, cloud_port: int, policy: str, name: str
+) -> dict[str, str]:
+    env = {
+        "DEVICE_CLOUD_TARGET": f"127.0.0.1:{cloud_port}", "DEVICE_HTTP_PORT": "0",
+        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_POLICY": policy, "DEVICE_AGENT_ID": name,
+        "DEVICE_REQUEST_BUDGET": str(args.budget),
+        "DEVICE_N_CATEGORIES": str(models.world.n_categories),
+        "DEVICE_PAGE_SIZE": str(models.world.page_size),
+        "DEVICE_POOL_SIZE": str(models.world.pool_size),
+    }  # fmt: skip
+    if models.value_model is not None:
+        env["DEVICE_VALUE_MODEL"] = str(models.value_model)
+    return env
+
+
+def run_system(args: argparse.Namespace, models: Models, workdir: Path) -> list[PolicyRun]:
+    from localrun.fleet import run_fleet
+    from localrun.processes import start_child
+    from localrun.redis_server import running_redis
+    from simulator.world import World
+
+    world = World(models.world)
+    runs: list[PolicyRun] = []
+    children = []
+    with running_redis() as redis:
+        print(f"\nRedis: {redis.source} at {redis.url}", flush=True)
+        try:
+            cloud = start_child(
+                "cloud", "cloud_service.main", cloud_env(args, models, redis.url), workdir,
+                workdir / "cloud.log",
+            )  # fmt: skip
+            children.append(cloud)
+            print(f"cloud service: pid {cloud.proc.pid}, ports {cloud.ports}", flush=True)
+            for policy, n_agents in (("value", args.agents), ("always", 1), ("never", 1)):
+                agents = []
+                for i in range(n_agents):
+                    name = f"agent-{policy}-{i}"
+                    env = agent_env(args, models, cloud.ports["grpc"], policy, name)
+                    agents.append(
+                        start_child(
+                            name, "device_agent.main", env, workdir, workdir / f"{name}.log"
+                        )
+                    )
+                children.extend(agents)
+                urls = [f"http://127.0.0.1:{a.ports['http']}" for a in agents]
+                print(f"fleet on {len(agents)} agent(s), policy {policy} ...", flush=True)
+                start = time.perf_counter()
+                fleet = run_fleet(
+                    world, urls, args.sessions, args.max_seconds, args.users, args.seed, policy
+                )
+                runs.append(PolicyRun(policy, fleet, time.perf_counter() - start, args.budget))
+        finally:
+            codes = {c.name: c.stop() for c in reversed(children)}
+            print(f"\nstopped: {json.dumps(codes)}", flush=True)
+    (workdir.parent / "children.json").write_text(
+        json.dumps({c.name: c.proc.pid for c in children})
+    )
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"Tandem demo: world scale={args.scale} seed={args.seed}", flush=True)
+    models = prepare_models(args)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # children: one thread per request
+    workdir = args.out / "run"  # children's logs and port files
+    workdir.mkdir(exist_ok=True)
+    runs = run_system(args, models, workdir)
+    summary = print_report(runs)
+    (args.out / "report.json").write_text(json.dumps(summary, indent=2))
+    plot = write_plot(runs, args.out / "demo_report.png")
+    print(f"\nreport: {args.out / 'report.json'}; plot: {plot}")
     return 0
 
 

@@ -61,7 +61,8 @@ def start_session(world: World, user: int, seed: int) -> SessionState:
     return SessionState(user=user, intent=intent, interest=interest, rng=rng)
 
 
-def _maybe_switch(world: World, state: SessionState) -> bool:
+def maybe_switch(world: World, state: SessionState) -> bool:
+    """At the start of a step, the short-term intent may switch (hazard `switch_hazard`)."""
     if state.step == 0 or state.rng.random() >= world.cfg.switch_hazard:
         return False
     if state.rng.random() < 0.9:
@@ -91,24 +92,32 @@ def feed_step(
     rerank: Reranker | None = None,
 ) -> StepOutcome:
     """One feed step: the intent may switch, the pool may be refreshed, a page is shown."""
-    switched = _maybe_switch(world, state)
+    switched = maybe_switch(world, state)
     if refresh or state.step == 0:
         refresh_pool(world, cloud, state)
     pool = rerank(state, state.pool) if rerank is not None and len(state.pool) else state.pool
     page = pool[: world.cfg.page_size]
     state.pool = pool[len(page) :]
-    p_click = world.click_probs(state.user, state.intent, state.interest, page)
-    p_buy = world.purchase_given_click(state.intent, page)
-    expected = float(np.sum(p_click * (1.0 + world.cfg.purchase_reward * p_buy)))
-    clicks = state.rng.random(len(page)) < p_click
-    purchases = clicks & (state.rng.random(len(page)) < p_buy)
-    _observe(world, state, page, clicks, purchases)
+    clicks, purchases, expected = show_page(world, state, page)
     outcome = StepOutcome(
         state.step, page, clicks, purchases, refresh or state.step == 0, switched,
         state.intent, state.pool_intent, expected,
     )  # fmt: skip
     state.step += 1
     return outcome
+
+
+def show_page(
+    world: World, state: SessionState, page: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The user sees `page`: sampled clicks and purchases, and the expected reward of the page."""
+    p_click = world.click_probs(state.user, state.intent, state.interest, page)
+    p_buy = world.purchase_given_click(state.intent, page)
+    expected = float(np.sum(p_click * (1.0 + world.cfg.purchase_reward * p_buy)))
+    clicks = state.rng.random(len(page)) < p_click
+    purchases = clicks & (state.rng.random(len(page)) < p_buy)
+    _observe(world, state, page, clicks, purchases)
+    return clicks, purchases, expected
 
 
 def _observe(

@@ -160,10 +160,13 @@ def write_device_artifact(
     return manifest
 
 
-def run(ranker_dir: Path, out: Path, cfg: DeviceTrainConfig) -> dict[str, object]:
+def run(
+    ranker_dir: Path, out: Path, cfg: DeviceTrainConfig, exp: Experiment | None = None
+) -> dict[str, object]:
+    """Train on the ranker's world (pass `exp` when it is already built) and export."""
     ranker, ranker_manifest = load_ranker(ranker_dir)
     world_cfg = world_config(ranker_manifest)
-    exp = build_experiment(world_cfg, progress=sys.stderr.isatty())
+    exp = exp or build_experiment(world_cfg, progress=sys.stderr.isatty())
     rows = item_rows(ranker)
     scores = cloud_logits(ranker, exp)
     page = world_cfg.page_size

@@ -24,6 +24,10 @@ class RecommendLimits:
     max_exclude: int = 5000
     session_recent_len: int = 50
     session_served_len: int = 400
+    # Exclude everything sent before, not only what the device says it showed. Off by default:
+    # measured in the demo, a device that refreshes its pool got its own best unshown items
+    # withheld, and AlwaysQ fell below NoQ. On for clients that page without exclusions.
+    exclude_served: bool = False
 
 
 def merge_recent(stored: list[Behavior], new: tuple[Behavior, ...], keep: int) -> list[Behavior]:
@@ -75,9 +79,9 @@ class RecommendService:
         clicked = np.array(
             [b.item_id for b in recent if b.action != Action.EXPOSURE], dtype=np.int64
         )
-        exclude = np.unique(
-            np.array([*q.exclude, *session.served, *(b.item_id for b in recent)], dtype=np.int64)
-        )
+        served = session.served if lim.exclude_served else []
+        shown = [*q.exclude, *served, *(b.item_id for b in recent)]
+        exclude = np.unique(np.array(shown, dtype=np.int64))
         # an interest vector from another embedding version lives in another space: ignore it
         interest = q.interest if q.model_version in ("", bundle.embedding_version) else None
         if interest is None and session.interest_version == bundle.embedding_version:

@@ -59,3 +59,22 @@ class DualPacer:
     @property
     def rate(self) -> float:
         return self.requests / self.steps if self.steps else 0.0
+
+
+@dataclass
+class Allowance:
+    """A device's own request allowance: `budget` tokens per feed step, at most `burst` saved.
+
+    The price λ is learned across the fleet (one DualPacer per agent, as AdaRequest deploys one
+    threshold to all devices); this caps any single device at budget + burst / T requests.
+    """
+
+    budget: float
+    burst: float = 2.0
+    tokens: float = 1.0
+
+    def has_token(self) -> bool:
+        return self.tokens >= 1.0
+
+    def step(self, requested: bool) -> None:
+        self.tokens = min(self.burst, self.tokens + self.budget) - float(requested)

@@ -10,7 +10,7 @@ import numpy as np
 
 from device_agent.inference.reranker import OnnxReranker
 from device_agent.policy.features import SessionView
-from device_agent.policy.pacing import DualPacer
+from device_agent.policy.pacing import Allowance
 
 EXPOSURE, CLICK, PURCHASE = 0, 1, 2  # the re-ranker's action codes
 SHOWN_KEPT = 400  # items already shown, excluded from the next cloud request
@@ -45,7 +45,7 @@ class Pool:
 class DeviceSession:
     device_id: str
     view: SessionView
-    pacer: DualPacer
+    allowance: Allowance
     behavior_len: int
     pool: Pool = field(default_factory=Pool.empty)
     order: np.ndarray | None = None  # re-rank order of the pool; None = stale

@@ -46,7 +46,6 @@ def rest_body(device: str, k: int = 8) -> dict[str, object]:
 
 def test_grpc_and_rest_give_the_same_answer(start_cloud: StartCloud) -> None:
     server, services = start_cloud()
-    # two fresh devices, so neither sees the other's served list excluded
     g = grpc_stub(server.grpc_port).Recommend(
         grpc_request("dev-g"), metadata=[("x-device-token", services.auth.token_for("dev-g"))],
         timeout=5,
@@ -71,7 +70,7 @@ def test_grpc_and_rest_give_the_same_answer(start_cloud: StartCloud) -> None:
 
 
 def test_a_second_call_excludes_what_the_session_already_served(start_cloud: StartCloud) -> None:
-    server, services = start_cloud()
+    server, services = start_cloud(exclude_served=True)
     stub, meta = grpc_stub(server.grpc_port), [("x-device-token", services.auth.token_for("d1"))]
     first = stub.Recommend(grpc_request("d1"), metadata=meta, timeout=5)
     second = stub.Recommend(pb.RecommendRequest(device_id="d1", k=8), metadata=meta, timeout=5)

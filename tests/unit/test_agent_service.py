@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent.build import build_session_factory
+from device_agent.build import build_pacer, build_session_factory
 from device_agent.cloud_client import CloudError, CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.service import AgentService, AppEvent, InvalidEvent
@@ -56,7 +56,8 @@ def service(
     settings = DeviceSettings(pool_size=12, **kw)  # type: ignore[arg-type]
     registry = SessionRegistry(build_session_factory(settings), max_devices=3)
     model = None if value is None else FixedValue(value)
-    return AgentService(registry, cloud, reranker or RerankerSlot(), model, 12, 50)  # type: ignore[arg-type]
+    pacer = build_pacer(settings)
+    return AgentService(registry, cloud, reranker or RerankerSlot(), model, 12, 50, "value", pacer)  # type: ignore[arg-type]
 
 
 def test_first_page_comes_from_the_cloud_then_from_the_pool() -> None:
