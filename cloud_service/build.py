@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -10,15 +11,19 @@ from threadpoolctl import threadpool_limits
 
 from cloud_service import metrics
 from cloud_service.auth import DeviceAuth
+from cloud_service.federated.build import build_round_config, federated_dims
+from cloud_service.federated.service import FederatedService
+from cloud_service.federated.store import FederatedStore
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
-from cloud_service.registry.bundle import load_bundle
+from cloud_service.registry.bundle import ArtifactIntegrityError, load_bundle
 from cloud_service.registry.device_models import DeviceModelRegistry
 from cloud_service.services.device_models import DeviceModelService
 from cloud_service.services.events import EventService
 from cloud_service.services.recommend import RecommendLimits, RecommendService
 from cloud_service.services.rows import RowService
 from cloud_service.settings import CloudSettings
+from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker
 from cloud_service.store.keys import Keys
 from cloud_service.store.memory import MemoryBudget
@@ -30,6 +35,8 @@ from cloud_service.store.redis_store import (
     RedisStore,
     build_redis,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +64,7 @@ class CloudServices:
     device_models: DeviceModelService
     readiness: Readiness
     auth: DeviceAuth
+    federated: FederatedService | None = None  # None while Redis was down at start-up
 
 
 def build_store(settings: CloudSettings, client: redis.Redis | None = None) -> RedisStore:
@@ -78,6 +86,18 @@ def build_recommender(settings: CloudSettings) -> OnlineRecommender:
     threadpool_limits(limits=settings.blas_threads)
     bundle = load_bundle(settings.bundle_dir)
     return OnlineRecommender(bundle, retrieval, settings.purchase_weight, settings.onnx_threads)
+
+
+def build_federated(
+    s: CloudSettings, store: RedisStore, auth: DeviceAuth, n_items: int
+) -> FederatedService | None:
+    fl = FederatedStore(store.client, s.key_prefix, store.breaker)
+    try:
+        dim, shapes = federated_dims(s, fl)
+    except (StoreUnavailable, ArtifactIntegrityError) as exc:
+        log.warning("federated learning off: %s", exc)
+        return None  # serving goes on; Pull/Push answer UNAVAILABLE
+    return FederatedService(auth, fl, n_items, dim, shapes, build_round_config(s))
 
 
 def build_services(settings: CloudSettings, store: RedisStore | None = None) -> CloudServices:
@@ -107,6 +127,7 @@ def build_services(settings: CloudSettings, store: RedisStore | None = None) -> 
         ),
     )
     return CloudServices(
+        federated=build_federated(settings, store, auth, recommender.bundle.n_items),
         settings=settings,
         recommend=recommend,
         events=EventService(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,22 @@ class CloudSettings(BaseSettings):
     budget_rate: float = Field(200.0, gt=0)  # Recommend calls per second, all replicas together
     budget_burst: float = Field(400.0, ge=1)
     budget_local_share: float = Field(1.0, gt=0, le=1)  # of the rate, per replica, if Redis is down
+
+
+    # federated learning (the parameter server in every replica; rounds in the aggregator)
+    fl_devices_per_round: int = Field(20, ge=1)
+    fl_over_select: float = Field(0.3, ge=0)
+    fl_quorum_share: float = Field(0.5, gt=0, le=1)
+    fl_round_s: float = Field(30.0, gt=0)
+    fl_staleness_bound: int = Field(2, ge=0)
+    fl_staleness_decay: float = Field(0.5, gt=0, le=1)
+    fl_max_rows: int = Field(2000, ge=1)
+    fl_algorithm: Literal["fedsubavg", "fedavg", "fedlaavg"] = "fedsubavg"
+    fl_clip_norm: float = Field(0.0, ge=0)  # 0 = no clipping
+    fl_min_contributors: int = Field(1, ge=1)
+    fl_trim: float = Field(0.0, ge=0, lt=0.5)  # trimmed-mean share per side for dense; 0 = off
+    aggregator_name: str = Field("aggregator-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    aggregator_heartbeat: Path | None = None  # touched every loop turn (container healthcheck)
 
     # requests
     auth_secret: SecretStr = SecretStr("dev-only-secret-change-me")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from device_agent.cloud_client import CloudClient
 from device_agent.inference.models import ModelPoller, RerankerSlot
@@ -14,6 +15,7 @@ from device_agent.service import AgentService
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession
 from device_agent.settings import DeviceSettings
+from device_agent.trainer.examples import ExampleStore
 from protos.auth import device_token
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class Agent:
     cloud: CloudClient
     reranker: RerankerSlot
     poller: ModelPoller
+    trainer: Any = None  # TrainerLoop when federated training is on (torch imported only then)
 
 
 def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
@@ -58,9 +61,28 @@ def build_agent(s: DeviceSettings) -> Agent:
     value_model = None
     if s.value_model is not None:
         value_model = RequestValueModel(s.value_model.read_bytes(), s.onnx_threads)
+    examples = (
+        ExampleStore(s.behavior_len, s.train_examples_kept, s.max_devices) if s.train else None
+    )
     service = AgentService(
         SessionRegistry(build_session_factory(s), s.max_devices), cloud, reranker, value_model,
-        s.pool_size, s.max_k, s.policy, build_pacer(s),
+        s.pool_size, s.max_k, s.policy, build_pacer(s), examples,
     )  # fmt: skip
     poller = ModelPoller(reranker, cloud, s.agent_id, s.model_poll_s)
-    return Agent(s, service, cloud, reranker, poller)
+    trainer = build_trainer(s, examples, cloud) if examples is not None else None
+    if trainer is not None:
+        service.training = trainer.outcomes
+    return Agent(s, service, cloud, reranker, poller, trainer)
+
+
+def build_trainer(s: DeviceSettings, examples: ExampleStore, cloud: CloudClient) -> Any:
+    """The federated trainer; torch is imported here, only when training is switched on."""
+    from device_agent.trainer.local_model import LocalTraining
+    from device_agent.trainer.loop import TrainerLoop
+    from device_agent.trainer.participant import PrivacyConfig
+
+    return TrainerLoop(
+        examples, cloud, LocalTraining(epochs=s.train_epochs, lr=s.train_lr),
+        PrivacyConfig(s.train_keep_prob, s.train_decoy_prob), s.train_min_examples,
+        s.train_interval_s, timeout_s=s.train_timeout_s,
+    )  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 from protos.auth import TOKEN_HEADER
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
-from protos.vectors import vector_from_proto
+from protos.vectors import matrix_from_proto, tensor_from_proto, vector_from_proto
 
 # gRPC retries transparently within the caller's deadline (never past it).
 SERVICE_CONFIG = json.dumps({
@@ -53,6 +53,16 @@ class DeviceModelBytes:
     sha256: str
     onnx_model: bytes
     not_modified: bool
+
+
+@dataclass(frozen=True)
+class Submodel:
+    item_ids: np.ndarray  # sorted; row k of rows belongs to item_ids[k]
+    rows: np.ndarray
+    dense: dict[str, np.ndarray]
+    base_version: int
+    round_id: str  # the open round, "" if none
+    selected: bool  # whether this device trains in it
 
 
 def _error(exc: grpc.RpcError) -> CloudError:
@@ -129,6 +139,29 @@ class CloudClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return DeviceModelBytes(reply.version, reply.sha256, reply.onnx_model, reply.not_modified)
+
+    def pull_submodel(
+        self, device_id: str, round_id: str, item_ids: list[int], timeout_s: float
+    ) -> Submodel:
+        """The rows of `item_ids` (padded with decoys by the caller) and the dense layers."""
+        req = pb.PullRequest(device_id=device_id, round_id=round_id, item_ids=item_ids)
+        try:
+            r = self.stub.PullSubmodel(req, metadata=self._meta(device_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return Submodel(
+            np.array(r.item_ids, dtype=np.int64), matrix_from_proto(r.rows),
+            dict(tensor_from_proto(t) for t in r.dense), int(r.base_version), r.round_id,
+            r.selected,
+        )  # fmt: skip
+
+    def push_update(self, push: pb.PushRequest, timeout_s: float) -> tuple[bool, str]:
+        """(accepted, reason); accepted means durably stored by the cloud."""
+        try:
+            r = self.stub.PushUpdate(push, metadata=self._meta(push.device_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return r.accepted, r.reason
 
     def close(self) -> None:
         self.channel.close()

@@ -32,12 +32,16 @@ class AgentServer:
 
     def serve_forever(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self.agent.poller.start()
+        if self.agent.trainer is not None:
+            self.agent.trainer.start()
         self.socket.listen(2048)
         on_ready()
         try:
             self.http.run(sockets=[self.socket])
         finally:
             self.agent.poller.stop()
+            if self.agent.trainer is not None:
+                self.agent.trainer.stop()
             self.agent.cloud.close()
 
     def start(self) -> None:

@@ -17,6 +17,7 @@ from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession, Pool
+from device_agent.trainer.examples import ExampleStore
 
 ACTIONS = (0, 1, 2)  # exposure, click, purchase
 
@@ -65,6 +66,7 @@ class AgentService:
         max_k: int,
         policy: str = "value",
         pacer: DualPacer | None = None,
+        examples: ExampleStore | None = None,
     ) -> None:
         self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
         self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
@@ -73,6 +75,8 @@ class AgentService:
         self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
+        self.examples = examples  # the devices' own training data, when federated training is on
+        self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
 
     def _value(self, s: DeviceSession) -> tuple[float, float]:
         shift = s.view.shift()
@@ -103,6 +107,8 @@ class AgentService:
                     pool = Pool(reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows)
                     s.set_pool(pool)
                     self.last_list = pool
+                    if self.examples is not None:
+                        self.examples.get(s.device_id).note_list(pool.items, pool.categories)
                 outcome = "initial" if initial else "refill" if refill else "refreshed"
             except CloudError as exc:
                 outcome, throttled = exc.kind, exc.kind == "throttled"
@@ -143,8 +149,12 @@ class AgentService:
                 raise InvalidEvent(f"invalid event {e}")
         s = self.sessions.get(device_id)
         with s.lock:
+            positions = {item: pos for pos, (item, _) in enumerate(s.page)}
+            local = self.examples.get(device_id) if self.examples is not None else None
             for e in events:
                 s.record_event(e.item_id, e.action, e.timestamp_ms)
+                if local is not None:
+                    local.record(e.item_id, e.action, positions.get(e.item_id, 0))
                 metrics.EVENTS.labels(("exposure", "click", "purchase")[e.action]).inc()
             s.rerank(self.reranker.current)  # the pool's order follows every event at once
         return len(events)
@@ -164,4 +174,5 @@ class AgentService:
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,
             "reranker_version": self.reranker.version,
             "value_model": "onnx" if self.value_model is not None else "shift score",
+            "federated_rounds": dict(self.training) if self.training is not None else None,
         }

@@ -6,10 +6,12 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_service import metrics
@@ -29,7 +31,11 @@ from cloud_service.api.serde import (
     ranked_to_body,
 )
 from cloud_service.build import CloudServices
-from cloud_service.errors import BudgetExhausted, TandemError, Unimplemented, status_of
+from cloud_service.errors import BudgetExhausted, InvalidArgument, TandemError, status_of
+from cloud_service.federated.updates import push_from_proto
+from cloud_service.rpc.serde import submodel_to_proto
+from cloud_service.rpc.servicer import federated
+from protos.tandem.v1 import tandem_pb2 as pb
 
 Token = Annotated[str | None, Header(alias="x-device-token")]
 ERRORS = {c: {"model": ErrorOut} for c in (401, 404, 422, 429, 503)}
@@ -47,6 +53,16 @@ def observed(method: str) -> Iterator[None]:
     finally:
         metrics.REQUESTS.labels(method, "rest", code).inc()
         metrics.LATENCY.labels(method, "rest").observe(time.perf_counter() - start)
+
+
+M = TypeVar("M", bound=Message)
+
+
+def proto_from_json(body: dict[str, Any], message: M) -> M:
+    try:
+        return json_format.ParseDict(body, message)
+    except json_format.ParseError as exc:
+        raise InvalidArgument(f"malformed body: {exc}") from None
 
 
 def error_response(_: Request, exc: Exception) -> JSONResponse:
@@ -87,10 +103,24 @@ def create_app(services: CloudServices) -> FastAPI:
             reply = services.device_models.get(device_id, current_version, x_device_token)
             return device_model_to_body(reply)
 
+    # The federated calls mirror the protobuf messages in their proto3 JSON form (bytes as
+    # base64), so REST and gRPC share one schema for these binary-heavy bodies.
     @app.post("/v1/submodel/pull")
+    def pull_submodel(body: dict[str, Any], x_device_token: Token = None) -> dict[str, Any]:
+        with observed("PullSubmodel"):
+            req = proto_from_json(body, pb.PullRequest())
+            sub = federated(services).pull(
+                req.device_id, req.round_id, list(req.item_ids), x_device_token
+            )
+            return json_format.MessageToDict(submodel_to_proto(sub))
+
     @app.post("/v1/submodel/push")
-    def federated() -> None:
-        raise Unimplemented("federated submodel learning is not served yet (issue 6)")
+    def push_update(body: dict[str, Any], x_device_token: Token = None) -> dict[str, Any]:
+        with observed("PushUpdate"):
+            push = push_from_proto(proto_from_json(body, pb.PushRequest()))
+            receipt = federated(services).push(push, x_device_token)
+            return {"accepted": receipt.accepted, "reason": receipt.reason,
+                    "stream_entry_id": receipt.entry_id}  # fmt: skip
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

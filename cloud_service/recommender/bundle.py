@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from cloud_service.recommender.din import DinRanker
-from cloud_service.registry.bundle import BUNDLE_FILES, MANIFEST, RANKER_ONNX, TABLES
+from cloud_service.registry.bundle import BUNDLE_FILES, FEDERATED, MANIFEST, RANKER_ONNX, TABLES
 from simulator.logs import Impressions
 
 
@@ -55,6 +55,22 @@ def item_rows(model: DinRanker) -> np.ndarray:
     return emb.numpy().astype(np.float32)
 
 
+# Trained on devices as rows (the sparse part); the per-item bias stays as the cloud trained it.
+SPARSE = ("item_embedding.weight", "item_bias.weight", "item_category")
+
+
+def federated_start(model: DinRanker) -> dict[str, np.ndarray]:
+    """The federated model: `rows` = [item embedding | item bias (CTR, CVR)] per item, the row
+    layout devices train and push; `dense/<name>` = every other float layer."""
+    state = model.state_dict()
+    rows = torch.cat([state["item_embedding.weight"], state["item_bias.weight"]], dim=1)
+    out = {"rows": rows.detach().numpy().astype(np.float32)}
+    for name, tensor in state.items():
+        if name not in SPARSE and tensor.is_floating_point():
+            out[f"dense/{name}"] = tensor.detach().numpy().astype(np.float32)
+    return out
+
+
 def write_bundle(
     out: Path,
     model: DinRanker,
@@ -76,6 +92,7 @@ def write_bundle(
         popularity=clicks.astype(np.float32),
         co_data=co.data, co_indices=co.indices, co_indptr=co.indptr,
     )  # fmt: skip
+    np.savez(out / FEDERATED, **federated_start(model))  # type: ignore[arg-type]
     manifest: dict[str, object] = {
         "version": ranker_version,
         "embedding_version": embedding_version,
@@ -88,3 +105,25 @@ def write_bundle(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def rebundle(ranker_dir: Path) -> dict[str, object]:
+    """Re-export `<ranker_dir>/serving` from the saved ranker, keeping its retrieval tables
+    (for bundles written before a file was added to the format)."""
+    from cloud_service.recommender.artifacts import load_ranker
+
+    model, manifest = load_ranker(ranker_dir)
+    out = ranker_dir / "serving"
+    old = json.loads((out / MANIFEST).read_text())
+    _export_din(model, out / RANKER_ONNX)
+    np.savez(out / FEDERATED, **federated_start(model))  # type: ignore[arg-type]
+    new = {**old, "version": manifest.version, "embedding_version": manifest.embedding_version}
+    new["sha256"] = {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in BUNDLE_FILES}
+    (out / MANIFEST).write_text(json.dumps(new, indent=2))
+    return new
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(rebundle(Path(sys.argv[1]))["sha256"], indent=2))

@@ -13,8 +13,9 @@ import scipy.sparse as sp
 
 RANKER_ONNX = "ranker.onnx"
 TABLES = "tables.npz"
+FEDERATED = "federated.npz"  # the starting point of federated training: rows + dense layers
 MANIFEST = "manifest.json"
-BUNDLE_FILES = (RANKER_ONNX, TABLES)
+BUNDLE_FILES = (RANKER_ONNX, TABLES, FEDERATED)
 
 
 class ArtifactIntegrityError(RuntimeError):
@@ -81,3 +82,15 @@ def load_bundle(directory: Path) -> ServingBundle:
         popularity=arrays["popularity"],
         co_clicks=co,
     )
+
+
+def load_federated_start(directory: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The federated model's starting point in a bundle: (item rows, dense layers by name)."""
+    directory = Path(directory)
+    read_verified(directory, FEDERATED, read_manifest(directory).get("sha256", {}))
+    with np.load(directory / FEDERATED, allow_pickle=False) as f:
+        rows = np.array(f["rows"], dtype=np.float32)
+        dense = {
+            k[len("dense/") :]: np.array(f[k], dtype=np.float32) for k in f.files if k != "rows"
+        }
+    return rows, dense

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
 from cloud_service.errors import InvalidArgument
+from cloud_service.federated.service import Submodel
 from cloud_service.validation import parse_action
 from protos.tandem.v1 import tandem_pb2 as pb
-from protos.vectors import vector_from_proto, vector_to_proto
+from protos.vectors import matrix_to_proto, tensor_to_proto, vector_from_proto, vector_to_proto
 
 
 def query_from_proto(req: pb.RecommendRequest) -> RecommendQuery:
@@ -50,3 +51,14 @@ def events_from_proto(req: pb.ReportEventsRequest) -> list[Event]:
         Event(e.item_id, parse_action(e.action, "events"), e.timestamp_ms, e.position, e.request_id)
         for e in req.events
     ]
+
+
+def submodel_to_proto(sub: Submodel) -> pb.PullResponse:
+    rnd = sub.round
+    return pb.PullResponse(
+        item_ids=sub.item_ids.tolist(), rows=matrix_to_proto(sub.rows),
+        dense=[tensor_to_proto(n, a) for n, a in sorted(sub.dense.items())],
+        model_version=f"fl-{sub.version}", base_version=sub.version,
+        round_id=rnd.round_id if rnd else "", selected=sub.selected,
+        deadline_ms=rnd.deadline_ms if rnd else 0,
+    )  # fmt: skip

@@ -15,10 +15,17 @@ from cloud_service.errors import (
     BudgetExhausted,
     DeadlineExceeded,
     TandemError,
-    Unimplemented,
+    Unavailable,
     status_of,
 )
-from cloud_service.rpc.serde import events_from_proto, query_from_proto, ranked_to_proto
+from cloud_service.federated.service import FederatedService
+from cloud_service.federated.updates import push_from_proto
+from cloud_service.rpc.serde import (
+    events_from_proto,
+    query_from_proto,
+    ranked_to_proto,
+    submodel_to_proto,
+)
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 
@@ -96,11 +103,25 @@ class TandemServicer(pb_grpc.TandemServicer):
     def PullSubmodel(
         self, request: pb.PullRequest, context: grpc.ServicerContext
     ) -> pb.PullResponse:
-        return handle("PullSubmodel", context, _federated_not_ready)
+        def call() -> pb.PullResponse:
+            sub = federated(self.s).pull(
+                request.device_id, request.round_id, list(request.item_ids), token_of(context)
+            )
+            return submodel_to_proto(sub)
+
+        return handle("PullSubmodel", context, call)
 
     def PushUpdate(self, request: pb.PushRequest, context: grpc.ServicerContext) -> pb.PushResponse:
-        return handle("PushUpdate", context, _federated_not_ready)
+        def call() -> pb.PushResponse:
+            receipt = federated(self.s).push(push_from_proto(request), token_of(context))
+            return pb.PushResponse(
+                accepted=receipt.accepted, reason=receipt.reason, stream_entry_id=receipt.entry_id
+            )
+
+        return handle("PushUpdate", context, call)
 
 
-def _federated_not_ready() -> T:  # type: ignore[type-var]
-    raise Unimplemented("federated submodel learning is not served yet (issue 6)")
+def federated(services: CloudServices) -> FederatedService:
+    if services.federated is None:
+        raise Unavailable("federated learning is not available on this replica")
+    return services.federated

@@ -10,6 +10,9 @@ import pytest
 from cloud_service.build import CloudServices, build_services
 from cloud_service.server import CloudServer
 from cloud_service.settings import CloudSettings
+from device_agent.build import build_agent
+from device_agent.server import AgentServer
+from device_agent.settings import DeviceSettings
 from localrun.artifacts import ArtifactDirs
 
 
@@ -44,3 +47,22 @@ def start_cloud(tiny_artifacts: ArtifactDirs, redis_url: str) -> Iterator[StartC
     yield start
     for server in started:
         server.stop(grace_s=0.2)
+
+
+@pytest.fixture()
+def start_agent() -> Iterator[Any]:
+    started: list[AgentServer] = []
+
+    def start(cloud_port: int, **overrides: Any) -> tuple[str, AgentServer]:
+        settings = DeviceSettings(
+            cloud_target=f"127.0.0.1:{cloud_port}", http_port=0, cloud_deadline_ms=500,
+            **overrides,
+        )  # fmt: skip
+        server = AgentServer(build_agent(settings), settings.host, 0)
+        server.start()
+        started.append(server)
+        return f"http://127.0.0.1:{server.port}", server
+
+    yield start
+    for server in started:
+        server.stop()

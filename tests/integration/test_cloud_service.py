@@ -338,8 +338,13 @@ def test_an_expired_deadline_is_not_worked_on(start_cloud: StartCloud) -> None:
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def test_federated_calls_say_they_are_not_served_yet(start_cloud: StartCloud) -> None:
-    server, _ = start_cloud()
+def test_federated_calls_need_the_device_token(start_cloud: StartCloud) -> None:
+    server, services = start_cloud()
+    stub = grpc_stub(server.grpc_port)
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub(server.grpc_port).PullSubmodel(pb.PullRequest(device_id="f1"), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        stub.PullSubmodel(pb.PullRequest(device_id="f1", item_ids=[1]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    wrong = [("x-device-token", services.auth.token_for("someone-else"))]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.PushUpdate(pb.PushRequest(device_id="f1"), metadata=wrong, timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

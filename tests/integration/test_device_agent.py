@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from device_agent.build import build_agent
-from device_agent.server import AgentServer
-from device_agent.settings import DeviceSettings
 from tests.integration.conftest import StartCloud
 
 pytestmark = pytest.mark.integration
 SECRET = "dev-only-secret-change-me"  # the default of both settings
-
-
-@pytest.fixture()
-def start_agent() -> Iterator[Any]:
-    started: list[AgentServer] = []
-
-    def start(cloud_port: int, **overrides: Any) -> tuple[str, AgentServer]:
-        settings = DeviceSettings(
-            cloud_target=f"127.0.0.1:{cloud_port}", http_port=0, cloud_deadline_ms=500,
-            **overrides,
-        )  # fmt: skip
-        server = AgentServer(build_agent(settings), settings.host, 0)
-        server.start()
-        started.append(server)
-        return f"http://127.0.0.1:{server.port}", server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def feed(url: str, device: str, steps: int, click_every: int = 3) -> list[dict]:

@@ -313,8 +313,17 @@ class PullResponse(_message.Message):
     DENSE_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     BASE_VERSION_FIELD_NUMBER: _builtins.int
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     base_version: _builtins.int
+    round_id: _builtins.str
+    """the open federated round, "" when none"""
+    selected: _builtins.bool
+    """this device is asked to train in that round"""
+    deadline_ms: _builtins.int
+    """pushes for the round are accepted until then"""
     @_builtins.property
     def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """row i of rows belongs to item_ids[i]"""
@@ -331,10 +340,13 @@ class PullResponse(_message.Message):
         dense: _abc.Iterable[Global___NamedTensor] | None = ...,
         model_version: _builtins.str = ...,
         base_version: _builtins.int = ...,
+        round_id: _builtins.str = ...,
+        selected: _builtins.bool = ...,
+        deadline_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "dense", b"dense", "item_ids", b"item_ids", "model_version", b"model_version", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "deadline_ms", b"deadline_ms", "dense", b"dense", "item_ids", b"item_ids", "model_version", b"model_version", "round_id", b"round_id", "rows", b"rows", "selected", b"selected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Federated submodel learning: parameter server, rounds, aggregation, index privacy."""

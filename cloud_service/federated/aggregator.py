@@ -1,0 +1,216 @@
+"""`python -m cloud_service.federated.aggregator`: runs rounds and applies them, from the stream.
+
+One aggregator is active at a time (a lease in Redis); a standby takes over when the lease
+lapses and claims the pending entries of the one it replaces, so a SIGKILL at any moment loses
+no acknowledged update: an update leaves the stream only in the same MULTI/EXEC that applies
+(or abandons) its round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cloud_service.federated.aggregate import (
+    ClientUpdate,
+    fedavg_dense,
+    fedlaavg_merge,
+    fedsubavg,
+    most_outdated_first,
+    submodel_fedavg,
+)
+from cloud_service.federated.robust import clip_update, rows_with_contributors, trimmed_dense
+from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
+from cloud_service.federated.store import FederatedStore, RoundInfo
+from cloud_service.federated.updates import push_from_proto
+from protos.tandem.v1 import tandem_pb2 as pb
+
+log = logging.getLogger("aggregator")
+GROUP = "aggregators"
+
+
+@dataclass(frozen=True)
+class Defences:
+    algorithm: str = "fedsubavg"  # fedsubavg | fedavg | fedlaavg (FedSubAvg over latest updates)
+    clip_norm: float = 0.0
+    min_contributors: int = 1
+    trim: float = 0.0
+
+
+def aggregate(
+    updates: list[ClientUpdate], dim: int, d: Defences
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(row ids, row delta, dense delta) of one round under the configured defences."""
+    if d.clip_norm > 0:
+        updates = [clip_update(u, d.clip_norm) for u in updates]
+    rows_fn = submodel_fedavg if d.algorithm == "fedavg" else fedsubavg
+    ids, delta = rows_fn(updates, dim)
+    keep = rows_with_contributors(updates, ids, d.min_contributors)
+    dense = trimmed_dense(updates, d.trim) if d.trim > 0 else fedavg_dense(updates)
+    return ids[keep], delta[keep], dense
+
+
+@dataclass
+class Aggregator:
+    store: FederatedStore
+    cfg: RoundConfig
+    dim: int
+    defences: Defences
+    name: str
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
+    lease_ms: int = 5000
+    buffer: dict[str, pb.PushRequest] = field(default_factory=dict)  # entry id -> push
+    claimed: bool = False
+    # FedLaAvg's memory, in this process: after a restart it starts empty (plain FedSubAvg
+    # until every device has pushed again); nothing acknowledged is lost, only the reuse.
+    latest: dict[str, ClientUpdate] = field(default_factory=dict)
+    last_round: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0
+
+    def hold_lease(self) -> bool:
+        key = self.store.k_round + ":leader"
+        client = self.store.client
+        if client.set(key, self.name, nx=True, px=self.lease_ms):
+            return True
+        if (client.get(key) or b"").decode() == self.name:  # type: ignore[union-attr]
+            client.pexpire(key, self.lease_ms)
+            return True
+        return False
+
+    def claim(self) -> None:
+        """Take over every pending entry (ours after a restart, or a dead leader's)."""
+        self.store.ensure_group(GROUP)
+        client, key, start = self.store.client, self.store.k_updates, "0-0"
+        while True:
+            start, _, *_ = client.xautoclaim(key, GROUP, self.name, 0, start, count=500)  # type: ignore[misc]
+            if (start.decode() if isinstance(start, bytes) else start) == "0-0":
+                break
+        self.take(self.store.read(GROUP, self.name, pending=True, block_ms=0))
+        self.claimed = True
+
+    def take(self, entries: list[tuple[str, dict]]) -> None:
+        current = self.store.current_round()
+        stray = []
+        for entry_id, fields in entries:
+            if (
+                current is not None
+                and current.state == "open"
+                and fields["round"].decode() == current.round_id
+            ):
+                self.buffer[entry_id] = pb.PushRequest.FromString(fields["push"])
+            else:
+                stray.append(entry_id)
+        self.store.ack(GROUP, stray)
+
+    def open_round(self) -> RoundInfo | None:
+        devices = self.store.devices()
+        if self.defences.algorithm == "fedlaavg":
+            n = math.ceil(self.cfg.devices_per_round * (1 + self.cfg.over_select))
+            selected = most_outdated_first(devices, self.last_round, n)
+        else:
+            selected = select_devices(devices, self.cfg, self.rng)
+        if not selected:
+            return None
+        info = RoundInfo(
+            "r-" + uuid.uuid4().hex[:10], "open", self.store.version(),
+            int(time.time() * 1000 + self.cfg.duration_s * 1000), self.cfg.quorum,
+            frozenset(selected),
+        )  # fmt: skip
+        self.store.open_round(info)
+        self.buffer.clear()
+        log.info(
+            "round %s opened: %d devices, quorum %d", info.round_id, len(selected), info.quorum
+        )
+        return info
+
+    def finish(self, rnd: RoundInfo) -> str:
+        pushes = list(self.buffer.items())
+        version = self.store.version()
+        updates = []
+        for _, msg in pushes:
+            p = push_from_proto(msg)
+            w = staleness_weight(version, p.base_version, self.cfg)
+            if w is None:
+                continue
+            updates.append(ClientUpdate(
+                p.device_id, p.item_ids, p.row_deltas * w, p.row_counts,
+                {n: d * w for n, d in p.dense_deltas.items()}, p.num_samples,
+            ))  # fmt: skip
+        entry_ids = [e for e, _ in pushes]
+        if len({u.device_id for u in updates}) >= rnd.quorum:
+            merged = fedlaavg_merge(self.latest, updates)
+            fedla = self.defences.algorithm == "fedlaavg"
+            used = list(merged.values()) if fedla else updates
+            ids, delta, dense = aggregate(used, self.dim, self.defences)
+            self.store.finish_round(GROUP, rnd.round_id, entry_ids, "applied", ids, delta, dense)
+            state = "applied"
+            self.rounds += 1
+            if fedla:
+                self.latest = merged
+                self.last_round.update({u.device_id: self.rounds for u in updates})
+        else:
+            self.store.finish_round(GROUP, rnd.round_id, entry_ids, "aborted")
+            state = "aborted"
+        log.info("round %s %s with %d updates", rnd.round_id, state, len(updates))
+        self.buffer.clear()
+        return state
+
+    def step(self, block_ms: int = 200) -> str | None:
+        """One loop turn; returns the state a round ended in, if one ended."""
+        if not self.hold_lease():
+            self.claimed = False
+            time.sleep(block_ms / 1000)
+            return None
+        if not self.claimed:
+            self.claim()
+        rnd = self.store.current_round()
+        if rnd is None or rnd.state != "open":
+            if self.open_round() is None:
+                time.sleep(block_ms / 1000)
+            return None
+        self.take(self.store.read(GROUP, self.name, pending=False, block_ms=block_ms))
+        everyone = len({m.device_id for m in self.buffer.values()}) >= len(rnd.selected)
+        if everyone or time.time() * 1000 >= rnd.deadline_ms:
+            return self.finish(rnd)
+        return None
+
+
+def main() -> int:
+    from cloud_service.build import build_store
+    from cloud_service.federated.build import build_round_config, federated_dims
+    from cloud_service.settings import CloudSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    s = CloudSettings()
+    store = build_store(s)
+    fl = FederatedStore(store.client, s.key_prefix, store.breaker)
+    dim, _ = federated_dims(s, fl)
+    agg = Aggregator(
+        fl, build_round_config(s), dim,
+        Defences(s.fl_algorithm, s.fl_clip_norm, s.fl_min_contributors, s.fl_trim),
+        s.aggregator_name,
+    )  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("aggregator ready", flush=True)
+    while not stop.is_set():
+        if s.aggregator_heartbeat is not None:
+            s.aggregator_heartbeat.touch()
+        try:
+            agg.step()
+        except Exception:  # a Redis blip or a raced round: log, re-claim, go on
+            log.exception("aggregator step failed; retrying")
+            agg.claimed = False
+            time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""PullSubmodel and PushUpdate: the submodel parameter server both transports call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloud_service.auth import DeviceAuth
+from cloud_service.errors import InvalidArgument, Unavailable
+from cloud_service.federated.rounds import RoundConfig, staleness_weight
+from cloud_service.federated.store import FederatedStore, RoundInfo
+from cloud_service.federated.updates import ClientPush, check_push, push_to_proto
+from cloud_service.store.base import StoreUnavailable
+
+
+@dataclass(frozen=True)
+class Submodel:
+    item_ids: np.ndarray
+    rows: np.ndarray
+    dense: dict[str, np.ndarray]
+    version: int
+    round: RoundInfo | None
+    selected: bool
+
+
+@dataclass(frozen=True)
+class PushReceipt:
+    accepted: bool
+    reason: str  # accepted | duplicate | stale | closed | late | not_selected
+    entry_id: str
+
+
+class FederatedService:
+    def __init__(
+        self,
+        auth: DeviceAuth,
+        store: FederatedStore,
+        n_items: int,
+        dim: int,
+        dense_shapes: dict[str, tuple[int, ...]],
+        cfg: RoundConfig,
+    ) -> None:
+        self.auth, self.store, self.cfg = auth, store, cfg
+        self.n_items, self.dim, self.dense_shapes = n_items, dim, dense_shapes
+
+    def pull(
+        self, device_id: str, round_id: str, item_ids: list[int], token: str | None
+    ) -> Submodel:
+        """Only the rows asked for (the device's ids, decoys included) and the dense layers."""
+        self.auth.verify(device_id, token)
+        ids = np.asarray(item_ids, dtype=np.int64)
+        if len(ids) > self.cfg.max_rows_per_device:
+            raise InvalidArgument(f"more than {self.cfg.max_rows_per_device} item ids")
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.n_items):
+            raise InvalidArgument(f"item_ids outside the catalogue of {self.n_items}")
+        try:
+            self.store.register(device_id)
+            rows, dense, version = self.store.snapshot(ids.tolist(), self.dim)
+            current = self.store.current_round()
+        except StoreUnavailable as exc:
+            raise Unavailable("federated state unavailable; retry later") from exc
+        open_round = current if current is not None and current.state == "open" else None
+        if round_id and (open_round is None or open_round.round_id != round_id):
+            raise InvalidArgument(f"round {round_id!r} is not open")
+        selected = open_round is not None and device_id in open_round.selected
+        return Submodel(ids, rows, dense, version, open_round, selected)
+
+    def push(self, push: ClientPush, token: str | None) -> PushReceipt:
+        """Validated, then appended to the durable stream; acknowledged only once stored."""
+        self.auth.verify(push.device_id, token)
+        check_push(push, self.n_items, self.dim, self.dense_shapes, self.cfg.max_rows_per_device)
+        try:
+            if staleness_weight(self.store.version(), push.base_version, self.cfg) is None:
+                return PushReceipt(False, "stale", "")
+            payload = push_to_proto(push).SerializeToString()
+            outcome, entry = self.store.push(push.update_id, push.round_id, push.device_id, payload)
+        except StoreUnavailable as exc:
+            raise Unavailable("update stream unavailable; not stored, retry") from exc
+        return PushReceipt(outcome in ("accepted", "duplicate"), outcome, entry)

@@ -1,0 +1,222 @@
+"""Redis state of federated learning: the global model, the round, and the durable update stream.
+
+Every key shares the hash tag `{fl}`, so a round is applied in one MULTI/EXEC (rows, dense
+layers, version, round state and the stream acks together) — atomic on one server and legal in
+Redis Cluster, at the price of keeping the federated model in one slot (fine to a few GB).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+
+from cloud_service.store.breaker import Breaker
+
+# Accept a push only into the open round, from a selected device, before the deadline, and only
+# once per update id; append it to the stream and remember its entry id, all atomically.
+PUSH = """
+local state = redis.call('HMGET', KEYS[1], 'id', 'state', 'deadline_ms')
+if state[1] ~= ARGV[2] or state[2] ~= 'open' then return {'closed', ''} end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now_ms > tonumber(state[3]) then return {'late', ''} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then return {'not_selected', ''} end
+local seen = redis.call('HGET', KEYS[3], ARGV[1])
+if seen then return {'duplicate', seen} end
+local id = redis.call('XADD', KEYS[4], '*', 'round', ARGV[2], 'update', ARGV[1], 'push', ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[1], id)
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+return {'accepted', id}
+"""
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round_id: str
+    state: str  # open | applied | aborted
+    base_version: int
+    deadline_ms: int
+    quorum: int
+    selected: frozenset[str]
+
+
+class FederatedStore:
+    def __init__(self, client: redis.Redis, prefix: str, breaker: Breaker) -> None:
+        self.client, self.breaker = client, breaker
+        k = f"{prefix}:{{fl}}"
+        self.k_version, self.k_rows, self.k_dense = f"{k}:version", f"{k}:rows", f"{k}:dense"
+        self.k_shapes, self.k_round, self.k_devices = f"{k}:shapes", f"{k}:round", f"{k}:devices"
+        self.k_selected, self.k_seen, self.k_updates = f"{k}:selected", f"{k}:seen", f"{k}:updates"
+        self.push_script = client.register_script(PUSH)
+
+    # --- the global model -------------------------------------------------------------------
+    def initialise(self, rows: np.ndarray, dense: dict[str, np.ndarray]) -> bool:
+        """Write version 0 once (the first replica wins); False when a model already exists."""
+        with self.breaker.guard():
+            if not self.client.set(self.k_version, 0, nx=True):
+                return False
+            pipe = self.client.pipeline(transaction=True)
+            for lo in range(0, len(rows), 5000):
+                chunk = {
+                    i: rows[i].astype("<f4").tobytes() for i in range(lo, min(lo + 5000, len(rows)))
+                }
+                pipe.hset(self.k_rows, mapping=chunk)  # type: ignore[arg-type]
+            pipe.hset(
+                self.k_dense, mapping={n: a.astype("<f4").tobytes() for n, a in dense.items()}
+            )
+            pipe.hset(self.k_shapes, mapping={n: json.dumps(a.shape) for n, a in dense.items()})
+            pipe.execute()
+        return True
+
+    def version(self) -> int:
+        with self.breaker.guard():
+            return int(self.client.get(self.k_version) or 0)  # type: ignore[arg-type]
+
+    def snapshot(
+        self, item_ids: Iterable[int], dim: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+        """Rows of `item_ids`, all dense layers and the version, read in one MULTI (consistent)."""
+        ids = [int(i) for i in item_ids]
+        with self.breaker.guard():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hmget(self.k_rows, ids or [-1])
+            pipe.hgetall(self.k_dense)
+            pipe.hgetall(self.k_shapes)
+            pipe.get(self.k_version)
+            raw_rows, raw_dense, shapes, version = pipe.execute()
+        rows = np.zeros((len(ids), dim), dtype=np.float32)
+        for pos, value in enumerate(raw_rows[: len(ids)]):
+            if value is not None:
+                rows[pos] = np.frombuffer(value, dtype="<f4")
+        dense = {
+            n.decode(): np.frombuffer(v, dtype="<f4").reshape(json.loads(shapes[n])).copy()
+            for n, v in raw_dense.items()
+        }
+        return rows, dense, int(version or 0)
+
+    # --- rounds -----------------------------------------------------------------------------
+    def register(self, device_id: str) -> None:
+        with self.breaker.guard():
+            self.client.sadd(self.k_devices, device_id)
+
+    def devices(self) -> list[str]:
+        with self.breaker.guard():
+            return sorted(d.decode() for d in self.client.smembers(self.k_devices))  # type: ignore[union-attr]
+
+    def current_round(self) -> RoundInfo | None:
+        with self.breaker.guard():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.k_round)
+            pipe.smembers(self.k_selected)
+            info, selected = pipe.execute()
+        if not info:
+            return None
+        d = {k.decode(): v.decode() for k, v in info.items()}
+        return RoundInfo(
+            d["id"], d["state"], int(d["base_version"]), int(d["deadline_ms"]), int(d["quorum"]),
+            frozenset(s.decode() for s in selected),
+        )  # fmt: skip
+
+    def open_round(self, info: RoundInfo) -> None:
+        with self.breaker.guard():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.k_round, self.k_selected)
+            pipe.hset(self.k_round, mapping={
+                "id": info.round_id, "state": "open", "base_version": info.base_version,
+                "deadline_ms": info.deadline_ms, "quorum": info.quorum,
+            })  # fmt: skip
+            if info.selected:
+                pipe.sadd(self.k_selected, *sorted(info.selected))
+            pipe.execute()
+
+    # --- updates ----------------------------------------------------------------------------
+    def push(
+        self, update_id: str, round_id: str, device_id: str, payload: bytes
+    ) -> tuple[str, str]:
+        """(outcome, stream entry id); outcome accepted | duplicate | closed | late | not_selected.
+
+        The stream is not trimmed by length (that could drop unapplied updates): the aggregator
+        deletes entries when it acks them, so it holds exactly the updates not yet applied."""
+        with self.breaker.guard():
+            outcome, entry = self.push_script(
+                keys=[self.k_round, self.k_selected, self.k_seen, self.k_updates],
+                args=[update_id, round_id, device_id, payload, 0, 7 * 86_400_000],
+            )
+        return outcome.decode(), entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    def ensure_group(self, group: str) -> None:
+        try:
+            self.client.xgroup_create(self.k_updates, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(
+        self, group: str, consumer: str, pending: bool, block_ms: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """This consumer's unacked entries (`pending`, after a restart) or new ones."""
+        start = "0" if pending else ">"
+        reply: Any = self.client.xreadgroup(
+            group, consumer, {self.k_updates: start}, count=500, block=None if pending else block_ms
+        )
+        out = []
+        for _, entries in reply or []:
+            for eid, fields in entries:
+                out.append((eid.decode(), {k.decode(): v for k, v in fields.items()}))
+        return out
+
+    def finish_round(
+        self, group: str, round_id: str, entry_ids: list[str], state: str,
+        row_ids: np.ndarray | None = None, row_delta: np.ndarray | None = None,
+        dense_delta: dict[str, np.ndarray] | None = None,
+    ) -> int:  # fmt: skip
+        """Apply (state 'applied') or drop ('aborted') a round and ack its entries, atomically.
+
+        Optimistic: WATCH the version, so a second aggregator racing on the same round fails
+        here and re-reads instead of applying twice. Returns the new version."""
+        apply = state == "applied" and row_ids is not None and row_delta is not None
+        ids = [] if row_ids is None else [int(i) for i in row_ids]
+        pipe: Any
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(self.k_version, self.k_round)
+            if (pipe.hget(self.k_round, "id") or b"").decode() != round_id:
+                pipe.unwatch()
+                raise RuntimeError(f"round {round_id} is no longer current")
+            version = int(pipe.get(self.k_version) or 0)
+            current = pipe.hmget(self.k_rows, ids) if apply and ids else []
+            shapes = pipe.hgetall(self.k_shapes) if apply else {}
+            dense_now = pipe.hgetall(self.k_dense) if apply else {}
+            pipe.multi()
+            if apply:
+                assert row_delta is not None
+                new_rows = {}
+                for item, old, delta in zip(ids, current, row_delta, strict=True):
+                    base = np.frombuffer(old, dtype="<f4") if old else np.zeros_like(delta)
+                    new_rows[item] = (base + delta).astype("<f4").tobytes()
+                if new_rows:
+                    pipe.hset(self.k_rows, mapping=new_rows)
+                for name, delta in (dense_delta or {}).items():
+                    shape = tuple(json.loads(shapes[name.encode()]))
+                    base = np.frombuffer(dense_now[name.encode()], dtype="<f4").reshape(shape)
+                    pipe.hset(self.k_dense, name, (base + delta).astype("<f4").tobytes())
+                pipe.incr(self.k_version)
+                version += 1
+            pipe.hset(self.k_round, "state", state)
+            if entry_ids:
+                pipe.xack(self.k_updates, group, *entry_ids)
+                pipe.xdel(self.k_updates, *entry_ids)
+            pipe.execute()
+        return version
+
+    def ack(self, group: str, entry_ids: list[str]) -> None:
+        """Drop entries that belong to no current round (late arrivals of a finished round)."""
+        if entry_ids:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(self.k_updates, group, *entry_ids)
+            pipe.xdel(self.k_updates, *entry_ids)
+            pipe.execute()

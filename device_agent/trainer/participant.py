@@ -1,0 +1,125 @@
+"""One device's turn in a federated round: pull a padded submodel, train, push for every row.
+
+Protocol (cloud_service/federated): the device checks in with an empty pull; when the open round
+selected it, it pulls its padded id set for that round, trains on its own impressions, and pushes
+the deltas of exactly the pulled rows with a fresh update id. A push is retried with the same
+update id until the cloud says it is stored (a duplicate is applied once).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloud_service.federated.privacy import cover_pulled, epsilon, pad_ids
+from device_agent.cloud_client import CloudClient, CloudError, Submodel
+from device_agent.trainer.examples import LocalExamples
+from device_agent.trainer.local_model import LocalTraining, train_local
+from protos.tandem.v1 import tandem_pb2 as pb
+from protos.vectors import matrix_to_proto, tensor_to_proto
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Randomized-response padding of the pulled id set (see cloud_service/federated/privacy).
+
+    The decoy pool is every item the cloud has sent this device in its lists: the cloud already
+    knows the device holds them, so ε bounds what a pull reveals about which of them it actually
+    saw or clicked. keep_prob = 1 reports ε = ∞ (the padding hides only the set's size).
+    """
+
+    keep_prob: float = 0.9
+    decoy_prob: float = 0.1
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    device_id: str
+    state: str  # pushed | not_selected | no_round | too_few_examples | refused:<reason> | <error>
+    rows: int = 0
+    samples: int = 0
+    epsilon: float = float("inf")
+
+
+@dataclass
+class Participant:
+    cloud: CloudClient
+    training: LocalTraining
+    privacy: PrivacyConfig
+    min_examples: int = 20
+    timeout_s: float = 5.0
+    push_attempts: int = 3
+    rng: np.random.Generator | None = None
+
+    def take_part(
+        self, device_id: str, examples: LocalExamples, decoy_pool: np.ndarray,
+        done: dict[str, str] | None = None,
+    ) -> RoundOutcome:  # fmt: skip
+        """Check in; if selected, pull, train and push. Never raises on a cloud failure.
+        `done` maps a device to the last round it pushed in (updated here)."""
+        done = {} if done is None else done
+        try:
+            outcome, round_id = self._round(device_id, examples, decoy_pool, done)
+        except CloudError as exc:
+            return RoundOutcome(device_id, exc.kind)
+        if outcome.state == "pushed":
+            done[device_id] = round_id
+        return outcome
+
+    def _round(
+        self, device_id: str, ex: LocalExamples, decoy_pool: np.ndarray, done: dict[str, str]
+    ) -> tuple[RoundOutcome, str]:
+        check_in = self.cloud.pull_submodel(device_id, "", [], self.timeout_s)
+        rid = check_in.round_id
+        return self._train_and_push(device_id, ex, decoy_pool, check_in, done), rid
+
+    def _train_and_push(
+        self, device_id: str, ex: LocalExamples, decoy_pool: np.ndarray, check_in: Submodel,
+        done: dict[str, str],
+    ) -> RoundOutcome:  # fmt: skip
+        if not check_in.round_id:
+            return RoundOutcome(device_id, "no_round")
+        if done.get(device_id) == check_in.round_id:
+            return RoundOutcome(device_id, "already_pushed")
+        if not check_in.selected:
+            return RoundOutcome(device_id, "not_selected")
+        if len(ex) < self.min_examples:
+            return RoundOutcome(device_id, "too_few_examples")
+        rng = self.rng or np.random.default_rng()
+        p, q = self.privacy.keep_prob, self.privacy.decoy_prob
+        ids = pad_ids(ex.true_ids(), decoy_pool, p, q, rng)
+        sub = self.cloud.pull_submodel(device_id, check_in.round_id, ids.tolist(), self.timeout_s)
+        order = np.argsort(sub.item_ids, kind="stable")
+        pulled, rows = sub.item_ids[order], sub.rows[order]
+        result = train_local(
+            pulled, rows, sub.dense, ex.category_of(pulled), ex.arrays(), self.training,
+            seed=int(rng.integers(1 << 31)),
+        )  # fmt: skip
+        if result.num_samples == 0:
+            return RoundOutcome(device_id, "too_few_examples")
+        _, deltas, counts = cover_pulled(
+            pulled, result.item_ids, result.row_deltas, result.row_counts
+        )
+        eps = epsilon(p, q)
+        push = pb.PushRequest(
+            device_id=device_id, round_id=sub.round_id, update_id=uuid.uuid4().hex,
+            base_version=sub.base_version, item_ids=pulled.tolist(),
+            row_deltas=matrix_to_proto(deltas), row_sample_counts=counts.tolist(),
+            dense_deltas=[tensor_to_proto(n, a) for n, a in sorted(result.dense_deltas.items())],
+            num_samples=result.num_samples,
+            privacy=pb.PrivacyReport(
+                epsilon=eps, keep_prob=p, decoy_prob=q, decoy_pool_size=len(decoy_pool)
+            ),
+        )  # fmt: skip
+        for attempt in range(self.push_attempts):
+            try:
+                accepted, reason = self.cloud.push_update(push, self.timeout_s)
+                break
+            except CloudError:
+                if attempt == self.push_attempts - 1:
+                    raise
+        if not accepted:
+            return RoundOutcome(device_id, f"refused:{reason}")
+        return RoundOutcome(device_id, "pushed", len(pulled), result.num_samples, eps)
