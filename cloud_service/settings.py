@@ -48,6 +48,10 @@ class CloudSettings(BaseSettings):
     budget_burst: float = Field(400.0, ge=1)
     budget_local_share: float = Field(1.0, gt=0, le=1)  # of the rate, per replica, if Redis is down
 
+    # live dashboard (GET /dashboard): agents' base URLs as a JSON list, polled for their answers
+    dashboard_agents: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]] = []
+    dashboard_agent_timeout_s: float = Field(0.2, gt=0, le=5)  # per agent, all polled at once
+    dashboard_window_s: float = Field(5.0, gt=0, le=600)  # rates and quantiles over this window
 
     # federated learning (the parameter server in every replica; rounds in the aggregator)
     fl_devices_per_round: int = Field(20, ge=1)

@@ -2,8 +2,9 @@
 
 1. Models: the world, the DIN ranker (+ its serving bundle), the device re-ranker and the
    request-value model; reused from `--out` when present (`--retrain` forces training).
-2. The system: a real Redis (embedded when none is configured), the cloud service and device
-   agents as child processes; the fleet plays the same world sessions through the agents' REST
+2. The system: a real Redis (embedded when none is configured), the cloud service, the
+   federated aggregator and device agents as child processes (our agents' devices also train
+   the ranker on their own events and push updates; `--no-train` leaves that out); the fleet plays the same world sessions through the agents' REST
    API three times — our value-paced policy, AlwaysQ (ask every step) and NoQ (never ask) —
    and the report compares them. Everything started is stopped at the end.
 """
@@ -16,8 +17,10 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from localrun.demo_report import PolicyRun, print_report, write_plot
 from simulator.scales import SCALES
@@ -49,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--agents", type=int, default=2, help="agent processes for our policy")
     p.add_argument("--budget", type=float, default=0.10, help="share of steps that may ask")
     p.add_argument("--cloud-rate", type=float, default=1000.0, help="global cloud budget /s")
+    p.add_argument("--no-train", action="store_true", help="no federated training on devices")
+    p.add_argument("--models-only", action="store_true", help="write the models, then exit")
     return p.parse_args(argv)
 
 
@@ -138,10 +143,38 @@ def agent_env(
     }  # fmt: skip
     if models.value_model is not None:
         env["DEVICE_VALUE_MODEL"] = str(models.value_model)
+    if policy == "value" and not args.no_train:  # our devices also train the ranker (issue 6)
+        env |= {"DEVICE_TRAIN": "true", "DEVICE_TRAIN_INTERVAL_S": "5",
+                "DEVICE_TRAIN_MIN_EXAMPLES": "20", "DEVICE_TRAIN_EPOCHS": "1"}  # fmt: skip
     return env
 
 
-def run_system(args: argparse.Namespace, models: Models, workdir: Path) -> list[PolicyRun]:
+def aggregator_env(args: argparse.Namespace, models: Models, redis_url: str) -> dict[str, str]:
+    """Small rounds so that a one-minute demo sees a few of them applied."""
+    return cloud_env(args, models, redis_url) | {
+        "CLOUD_FL_DEVICES_PER_ROUND": "8", "CLOUD_FL_ROUND_S": "10",
+        "CLOUD_FL_QUORUM_SHARE": "0.5", "CLOUD_AGGREGATOR_NAME": "demo-aggregator",
+    }  # fmt: skip
+
+
+def federated_summary(redis_url: str, agents: list[Any]) -> dict[str, object]:
+    """What federated training did during the run: the global version and the devices' rounds."""
+    import httpx
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    version = int(client.get("demo:{fl}:version") or 0)
+    client.close()
+    outcomes: Counter[str] = Counter()
+    for a in agents:
+        status = httpx.get(f"http://127.0.0.1:{a.ports['http']}/v1/status", timeout=2).json()
+        outcomes.update(status.get("federated_rounds") or {})
+    return {"rounds_applied": version, "device_outcomes": dict(outcomes)}
+
+
+def run_system(
+    args: argparse.Namespace, models: Models, workdir: Path, federated: dict[str, object]
+) -> list[PolicyRun]:
     from localrun.fleet import run_fleet
     from localrun.processes import start_child
     from localrun.redis_server import running_redis
@@ -150,6 +183,7 @@ def run_system(args: argparse.Namespace, models: Models, workdir: Path) -> list[
     world = World(models.world)
     runs: list[PolicyRun] = []
     children = []
+    trainers: list[Any] = []
     with running_redis() as redis:
         print(f"\nRedis: {redis.source} at {redis.url}", flush=True)
         try:
@@ -159,6 +193,13 @@ def run_system(args: argparse.Namespace, models: Models, workdir: Path) -> list[
             )  # fmt: skip
             children.append(cloud)
             print(f"cloud service: pid {cloud.proc.pid}, ports {cloud.ports}", flush=True)
+            if not args.no_train:
+                agg_env = aggregator_env(args, models, redis.url)
+                children.append(start_child(
+                    "aggregator", "cloud_service.federated.aggregator", agg_env, workdir,
+                    workdir / "aggregator.log",
+                ))  # fmt: skip
+                print(f"aggregator: pid {children[-1].proc.pid}", flush=True)
             for policy, n_agents in (("value", args.agents), ("always", 1), ("never", 1)):
                 agents = []
                 for i in range(n_agents):
@@ -177,6 +218,9 @@ def run_system(args: argparse.Namespace, models: Models, workdir: Path) -> list[
                     world, urls, args.sessions, args.max_seconds, args.users, args.seed, policy
                 )
                 runs.append(PolicyRun(policy, fleet, time.perf_counter() - start, args.budget))
+                trainers = trainers or (agents if policy == "value" else [])
+            if not args.no_train:
+                federated.update(federated_summary(redis.url, trainers))
         finally:
             codes = {c.name: c.stop() for c in reversed(children)}
             print(f"\nstopped: {json.dumps(codes)}", flush=True)
@@ -191,11 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"Tandem demo: world scale={args.scale} seed={args.seed}", flush=True)
     models = prepare_models(args)
+    if args.models_only:
+        print(f"models: bundle {models.bundle}, device model {models.device}")
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # children: one thread per request
     workdir = args.out / "run"  # children's logs and port files
     workdir.mkdir(exist_ok=True)
-    runs = run_system(args, models, workdir)
-    summary = print_report(runs)
+    federated: dict[str, object] = {}
+    runs = run_system(args, models, workdir, federated)
+    summary = print_report(runs, federated)
     (args.out / "report.json").write_text(json.dumps(summary, indent=2))
     plot = write_plot(runs, args.out / "demo_report.png")
     print(f"\nreport: {args.out / 'report.json'}; plot: {plot}")

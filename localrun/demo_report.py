@@ -40,7 +40,9 @@ class PolicyRun:
         }
 
 
-def print_report(runs: list[PolicyRun]) -> dict[str, object]:
+def print_report(
+    runs: list[PolicyRun], federated: dict[str, object] | None = None
+) -> dict[str, object]:
     rows = [r.row() for r in runs]
     keys = list(rows[0])
     print("\n## Fleet report (same world sessions for every policy)\n")
@@ -70,6 +72,12 @@ def print_report(runs: list[PolicyRun]) -> dict[str, object]:
         print("\n" + "\n".join(f"- {line}" for line in lines))
         summary.update(kept_gain=kept, avoided=avoided, realised_rate=ours.request_rate,
                        budget=budget)  # fmt: skip
+    if federated:
+        print(
+            f"- federated training on our devices: {federated['rounds_applied']} round(s) applied "
+            f"by the aggregator; device passes: {federated['device_outcomes']}"
+        )
+        summary["federated"] = federated
     return summary
 
 

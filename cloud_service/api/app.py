@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_service import metrics
 from cloud_service.api.body_limit import BodyLimit
+from cloud_service.api.dashboard import dashboard_router
 from cloud_service.api.schemas import (
     DeviceModelOut,
     ErrorOut,
@@ -80,6 +81,7 @@ def create_app(services: CloudServices) -> FastAPI:
     app = FastAPI(title="Tandem cloud service", version="1", responses=ERRORS)  # type: ignore[arg-type]
     app.add_exception_handler(TandemError, error_response)
     app.add_middleware(BodyLimit, max_bytes=services.settings.http_max_body_bytes)
+    app.include_router(dashboard_router(services.settings))
 
     @app.post("/v1/recommend", response_model=RecommendOut)
     def recommend(body: RecommendBody, x_device_token: Token = None) -> RecommendOut:

@@ -200,6 +200,8 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("aggregator ready", flush=True)
+    if s.ports_file is not None:  # no ports; the file tells a supervisor it is up
+        s.ports_file.write_text("{}")
     while not stop.is_set():
         if s.aggregator_heartbeat is not None:
             s.aggregator_heartbeat.touch()

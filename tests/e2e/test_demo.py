@@ -44,8 +44,10 @@ def test_demo_topology_answers_every_app_request_within_budget(tmp_path: Path) -
     assert report["realised_rate"] <= 0.2 + 0.05
     assert rows["NoQ"]["paced_cloud_requests"] < rows["ours (value-paced)"]["paced_cloud_requests"]
     children = json.loads((tmp_path / "children.json").read_text())
-    assert len(children) == 5 and not any(alive(pid) for pid in children.values())
-    assert '"cloud": 0' in out.stdout  # every child exited cleanly on SIGTERM
+    assert len(children) == 6 and not any(alive(pid) for pid in children.values())
+    assert '"cloud": 0' in out.stdout and '"aggregator": 0' in out.stdout  # clean on SIGTERM
+    federated = report["federated"]  # our devices checked in with the parameter server
+    assert federated["rounds_applied"] >= 0 and sum(federated["device_outcomes"].values()) > 0
     assert (tmp_path / "demo_report.png").stat().st_size > 10_000
 
 

@@ -102,6 +102,38 @@ def test_round_life_cycle_applies_fedsubavg(start_cloud: StartCloud) -> None:
     assert phones[0].pull([]).base_version == info.base_version + 1
 
 
+def test_fedlaavg_reuses_the_latest_update_of_a_device_that_sat_out(
+    start_cloud: StartCloud,
+) -> None:
+    fl = FL | {"fl_devices_per_round": 1, "fl_algorithm": "fedlaavg"}  # one device a round
+    server, services = start_cloud(**fl)
+    a, b = Phone(server, services, "la-a"), Phone(server, services, "la-b")
+    fed = services.federated
+    assert fed is not None
+    agg = Aggregator(
+        fed.store, build_round_config(services.settings), fed.dim, Defences("fedlaavg"),
+        "agg-la", rng=np.random.default_rng(0),
+    )  # fmt: skip
+    a.pull([]), b.pull([])
+    pushes = {"la-a": ([5], 1.0), "la-b": ([6], 2.0)}
+    seen = []
+    for _ in range(2):  # most outdated first: la-a (by id), then la-b, who has never pushed
+        agg.step(block_ms=10)
+        phone = a if a.pull([]).selected else b
+        info = phone.pull([])
+        ids, value = pushes[phone.device_id]
+        before = rows_of(a, [5, 6])
+        assert phone.push(
+            info.round_id, info.base_version, ids, np.full((1, DIM), value, np.float32)
+        ).accepted
+        assert agg.step(block_ms=50) == "applied"
+        seen.append((phone.device_id, rows_of(a, [5, 6]) - before))
+    assert [d for d, _ in seen] == ["la-a", "la-b"]
+    second = seen[1][1]  # la-b pushed row 6; la-a sat out, its latest update (row 5) counts again
+    np.testing.assert_allclose(second[0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(second[1], 2.0, rtol=1e-6)
+
+
 def test_below_quorum_the_round_is_abandoned_bit_for_bit(
     start_cloud: StartCloud, redis_url: str
 ) -> None:
