@@ -32,7 +32,8 @@ class DeviceSettings(BaseSettings):
     onnx_threads: int = Field(1, ge=1, le=16)
 
     # the feed
-    pool_size: int = Field(48, ge=1, le=500)  # items asked from the cloud per request
+    pool_size: int = Field(48, ge=1, le=500)  # items asked from the cloud per request, at least
+    max_pool_size: int = Field(200, ge=1, le=2000)  # the cloud's max k; caps the budget's floor
     page_size: int = Field(4, ge=1, le=100)  # the app's usual page (for the value features)
     n_categories: int = Field(48, ge=1)
     behavior_len: int = Field(30, ge=1, le=200)

@@ -193,6 +193,7 @@ def run_system(
             )  # fmt: skip
             children.append(cloud)
             print(f"cloud service: pid {cloud.proc.pid}, ports {cloud.ports}", flush=True)
+            print(f"live dashboard: http://127.0.0.1:{cloud.ports['http']}/dashboard", flush=True)
             if not args.no_train:
                 agg_env = aggregator_env(args, models, redis.url)
                 children.append(start_child(

@@ -26,7 +26,12 @@ from cloud_service.federated.aggregate import (
     most_outdated_first,
     submodel_fedavg,
 )
-from cloud_service.federated.robust import clip_update, rows_with_contributors, trimmed_dense
+from cloud_service.federated.robust import (
+    clip_to_median,
+    clip_update,
+    rows_with_contributors,
+    trimmed_dense,
+)
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
 from cloud_service.federated.store import FederatedStore, RoundInfo
 from cloud_service.federated.updates import push_from_proto
@@ -39,9 +44,10 @@ GROUP = "aggregators"
 @dataclass(frozen=True)
 class Defences:
     algorithm: str = "fedsubavg"  # fedsubavg | fedavg | fedlaavg (FedSubAvg over latest updates)
-    clip_norm: float = 0.0
+    clip_norm: float = 0.0  # fixed L2 bound per update; 0 = none
     min_contributors: int = 1
     trim: float = 0.0
+    clip_median: bool = False  # clip every update to the round's median norm
 
 
 def aggregate(
@@ -50,6 +56,8 @@ def aggregate(
     """(row ids, row delta, dense delta) of one round under the configured defences."""
     if d.clip_norm > 0:
         updates = [clip_update(u, d.clip_norm) for u in updates]
+    if d.clip_median:
+        updates = clip_to_median(updates)
     rows_fn = submodel_fedavg if d.algorithm == "fedavg" else fedsubavg
     ids, delta = rows_fn(updates, dim)
     keep = rows_with_contributors(updates, ids, d.min_contributors)
@@ -194,7 +202,9 @@ def main() -> int:
     dim, _ = federated_dims(s, fl)
     agg = Aggregator(
         fl, build_round_config(s), dim,
-        Defences(s.fl_algorithm, s.fl_clip_norm, s.fl_min_contributors, s.fl_trim),
+        Defences(
+            s.fl_algorithm, s.fl_clip_norm, s.fl_min_contributors, s.fl_trim, s.fl_clip_median
+        ),
         s.aggregator_name,
     )  # fmt: skip
     stop = threading.Event()

@@ -28,6 +28,17 @@ def clip_update(u: ClientUpdate, max_norm: float) -> ClientUpdate:
     )  # fmt: skip
 
 
+def clip_to_median(updates: Sequence[ClientUpdate]) -> list[ClientUpdate]:
+    """Clip every update to the round's median update norm: an adaptive bound (clipping to a
+    norm quantile, Andrew et al., "Differentially Private Learning with Adaptive Clipping",
+    NeurIPS 2021) that a minority of scaled updates cannot move, and that needs no tuning to
+    the model's scale — a fixed bound too low stops honest learning."""
+    if not updates:
+        return []
+    bound = float(np.median([update_norm(u) for u in updates]))
+    return [clip_update(u, bound) for u in updates] if bound > 0 else list(updates)
+
+
 def rows_with_contributors(
     updates: Sequence[ClientUpdate], ids: np.ndarray, minimum: int
 ) -> np.ndarray:

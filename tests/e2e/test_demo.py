@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.children import alive
 
 pytestmark = pytest.mark.e2e
 
@@ -18,14 +19,6 @@ def run_demo(args: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "localrun.demo", *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_demo_topology_answers_every_app_request_within_budget(tmp_path: Path) -> None:

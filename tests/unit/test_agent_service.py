@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent.build import build_pacer, build_session_factory
+from device_agent.build import build_pacer, build_session_factory, request_size
 from device_agent.cloud_client import CloudError, CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.service import AgentService, AppEvent, InvalidEvent
@@ -127,3 +127,20 @@ def test_sessions_are_evicted_least_recent_first() -> None:
         agent.recommend(device, 1)
     devices = [s.device_id for s in agent.sessions.snapshot()]
     assert devices == ["b", "c", "d"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "page", "pool", "expected"),
+    [
+        (0.05, 4, 48, 120),
+        (0.10, 4, 48, 60),
+        (0.30, 4, 48, 48),
+        (0.0, 4, 48, 48),
+        (0.01, 4, 48, 200),
+    ],
+)
+def test_the_pool_is_large_enough_for_refills_to_fit_the_budget(
+    budget: float, page: int, pool: int, expected: int
+) -> None:
+    s = DeviceSettings(request_budget=budget, page_size=page, pool_size=pool)
+    assert request_size(s) == expected  # refills cost page / size ≤ budget / 1.5 unless capped

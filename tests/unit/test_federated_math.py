@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from cloud_service.federated.aggregate import (
 )
 from cloud_service.federated.aggregator import Defences, aggregate
 from cloud_service.federated.privacy import cover_pulled, epsilon, pad_ids
-from cloud_service.federated.robust import clip_update, trimmed_mean, update_norm
+from cloud_service.federated.robust import clip_to_median, clip_update, trimmed_mean, update_norm
 
 pytestmark = pytest.mark.unit
 DIM = 3
@@ -195,3 +196,19 @@ def test_most_outdated_devices_are_selected_first() -> None:
     last = {"a": 3, "b": 1, "c": 2}
     assert most_outdated_first(["a", "b", "c", "d"], last, 2) == ["d", "b"]  # never, then oldest
     assert most_outdated_first(["a", "c"], last, 5) == ["c", "a"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 1000), scale=st.floats(2.0, 1000.0))
+def test_median_clipping_bounds_a_minority_of_scaled_updates(seed: int, scale: float) -> None:
+    honest = [update(seed + i, [1, 2, 3]) for i in range(7)]
+    bad = [replace(u, row_deltas=u.row_deltas * -scale,
+                   dense_deltas={k: v * -scale for k, v in u.dense_deltas.items()})
+           for u in (update(seed + 100, [1, 2]), update(seed + 101, [3]))]  # fmt: skip
+    clipped = clip_to_median([*honest, *bad])
+    bound = max(update_norm(u) for u in clipped[:7])
+    assert all(update_norm(u) <= bound * (1 + 1e-5) for u in clipped)  # nobody above the median
+    assert (
+        sorted(update_norm(u) for u in clipped[:7])[:3]
+        == sorted(update_norm(u) for u in honest)[:3]
+    )
