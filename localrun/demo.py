@@ -4,9 +4,10 @@
    request-value model; reused from `--out` when present (`--retrain` forces training).
 2. The system: a real Redis (embedded when none is configured), the cloud service, the
    federated aggregator and device agents as child processes (our agents' devices also train
-   the ranker on their own events and push updates; `--no-train` leaves that out); the fleet plays the same world sessions through the agents' REST
-   API three times — our value-paced policy, AlwaysQ (ask every step) and NoQ (never ask) —
-   and the report compares them. Everything started is stopped at the end.
+   the ranker on their own events and push updates; `--no-train` leaves that out); the fleet
+   plays the same world sessions through the agents' REST API three times — our value-paced
+   policy, AlwaysQ (ask every step) and NoQ (never ask) — and the report compares them.
+   Everything started is stopped at the end.
 """
 
 from __future__ import annotations

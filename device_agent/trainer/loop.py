@@ -47,7 +47,7 @@ class TrainerLoop:
             if len(ex) < self.participant.min_examples:
                 continue
             outcome = self.participant.take_part(device_id, ex, ex.decoy_pool(), self.rounds_done)
-            self.outcomes[outcome.state.split(":")[0]] += 1
+            self.outcomes[outcome.state] += 1  # refusals keep their reason
             out.append(outcome)
         return out
 
