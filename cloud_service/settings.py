@@ -64,6 +64,7 @@ class CloudSettings(BaseSettings):
     fl_algorithm: Literal["fedsubavg", "fedavg", "fedlaavg"] = "fedsubavg"
     fl_clip_norm: float = Field(0.0, ge=0)  # 0 = no clipping
     fl_clip_median: bool = False  # clip each update to the round's median norm (adaptive)
+    fl_max_correction: float = Field(0.0, ge=0)  # cap of FedSubAvg's N / N_m; 0 = uncapped
     fl_min_contributors: int = Field(1, ge=1)
     fl_trim: float = Field(0.0, ge=0, lt=0.5)  # trimmed-mean share per side for dense; 0 = off
     aggregator_name: str = Field("aggregator-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -155,6 +155,7 @@ def aggregator_env(args: argparse.Namespace, models: Models, redis_url: str) -> 
     return cloud_env(args, models, redis_url) | {
         "CLOUD_FL_DEVICES_PER_ROUND": "8", "CLOUD_FL_ROUND_S": "10",
         "CLOUD_FL_QUORUM_SHARE": "0.5", "CLOUD_AGGREGATOR_NAME": "demo-aggregator",
+        "CLOUD_FL_MAX_CORRECTION": "8",  # the best federated run in docs/benchmarks.md
     }  # fmt: skip
 
 

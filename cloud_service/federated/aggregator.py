@@ -48,6 +48,7 @@ class Defences:
     min_contributors: int = 1
     trim: float = 0.0
     clip_median: bool = False  # clip every update to the round's median norm
+    max_correction: float = math.inf  # cap of FedSubAvg's N / N_m (relative to FedAvg)
 
 
 def aggregate(
@@ -58,8 +59,10 @@ def aggregate(
         updates = [clip_update(u, d.clip_norm) for u in updates]
     if d.clip_median:
         updates = clip_to_median(updates)
-    rows_fn = submodel_fedavg if d.algorithm == "fedavg" else fedsubavg
-    ids, delta = rows_fn(updates, dim)
+    if d.algorithm == "fedavg":
+        ids, delta = submodel_fedavg(updates, dim)
+    else:
+        ids, delta = fedsubavg(updates, dim, d.max_correction)
     keep = rows_with_contributors(updates, ids, d.min_contributors)
     dense = trimmed_dense(updates, d.trim) if d.trim > 0 else fedavg_dense(updates)
     return ids[keep], delta[keep], dense
@@ -203,7 +206,8 @@ def main() -> int:
     agg = Aggregator(
         fl, build_round_config(s), dim,
         Defences(
-            s.fl_algorithm, s.fl_clip_norm, s.fl_min_contributors, s.fl_trim, s.fl_clip_median
+            s.fl_algorithm, s.fl_clip_norm, s.fl_min_contributors, s.fl_trim, s.fl_clip_median,
+            s.fl_max_correction or math.inf,
         ),
         s.aggregator_name,
     )  # fmt: skip

@@ -212,3 +212,24 @@ def test_median_clipping_bounds_a_minority_of_scaled_updates(seed: int, scale: f
         sorted(update_norm(u) for u in clipped[:7])[:3]
         == sorted(update_norm(u) for u in honest)[:3]
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(sets=id_sets, seed=st.integers(0, 1000), cap=st.floats(1.0, 50.0))
+def test_capped_correction_only_shrinks_rare_rows(
+    sets: list[list[int]], seed: int, cap: float
+) -> None:
+    updates = [update(seed + i, ids) for i, ids in enumerate(sets)]
+    ids, sub = fedsubavg(updates, DIM)
+    np.testing.assert_array_equal(sub, fedsubavg(updates, DIM, max_correction=math.inf)[1])
+    _, capped = fedsubavg(updates, DIM, max_correction=cap)
+    total = sum(u.num_samples for u in updates)
+    for k, item in enumerate(ids.tolist()):
+        held = [(u, list(u.item_ids).index(item)) for u in updates if item in u.item_ids]
+        weight = sum(float(u.row_counts[j]) for u, j in held)
+        step = sum(float(u.row_counts[j]) * u.row_deltas[j] for u, j in held)
+        if weight >= total / cap:  # a row held widely enough keeps its FedSubAvg step
+            np.testing.assert_allclose(capped[k], sub[k], rtol=1e-5, atol=1e-6)
+        else:  # a rare row moves at most cap × its plain-average step, in the same direction
+            np.testing.assert_allclose(capped[k], step * cap / total, rtol=1e-4, atol=1e-6)
+            assert np.linalg.norm(capped[k]) <= np.linalg.norm(sub[k]) + 1e-6
