@@ -16,7 +16,7 @@ from device_agent.service import AgentService
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession
 from device_agent.settings import DeviceSettings
-from device_agent.trainer.examples import ExampleStore
+from device_agent.trainer.examples import ExampleStore, example_store
 from protos.auth import device_token
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def build_agent(s: DeviceSettings) -> Agent:
     if s.value_model is not None:
         value_model = RequestValueModel(s.value_model.read_bytes(), s.onnx_threads)
     examples = (
-        ExampleStore(s.behavior_len, s.train_examples_kept, s.max_devices) if s.train else None
+        example_store(s.behavior_len, s.train_examples_kept, s.max_devices) if s.train else None
     )
     service = AgentService(
         SessionRegistry(build_session_factory(s), s.max_devices), cloud, reranker, value_model,

@@ -20,6 +20,7 @@ from device_agent.session.state import DeviceSession, Pool
 from device_agent.trainer.examples import ExampleStore
 
 ACTIONS = (0, 1, 2)  # exposure, click, purchase
+FROM_CLOUD = frozenset({"initial", "refill", "refreshed"})  # outcomes that serve a fresh list
 
 
 class InvalidEvent(ValueError):
@@ -74,6 +75,7 @@ class AgentService:
         self.pacer = pacer or DualPacer(0.1)
         self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
+        self.served: Counter[str] = Counter()  # app answers by source: cloud | local
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
         self.examples = examples  # the devices' own training data, when federated training is on
         self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
@@ -132,8 +134,9 @@ class AgentService:
             model = self.reranker.current
             page = s.take_page(k, model)
             s.steps += 1
-        source = "cloud" if decision.outcome in ("initial", "refill", "refreshed") else "local"
+        source = "cloud" if decision.outcome in FROM_CLOUD else "local"
         self.outcomes[decision.outcome] += 1
+        self.served[source] += 1
         metrics.SERVED.labels(source).inc()
         return Page(page, source, decision, model.version if model else "")
 
@@ -149,12 +152,13 @@ class AgentService:
                 raise InvalidEvent(f"invalid event {e}")
         s = self.sessions.get(device_id)
         with s.lock:
-            positions = {item: pos for pos, (item, _) in enumerate(s.page)}
-            local = self.examples.get(device_id) if self.examples is not None else None
+            if self.examples is not None:  # the device's own training data (off when not training)
+                local = self.examples.get(device_id)
+                positions = {item: pos for pos, (item, _) in enumerate(s.page)}
+                for e in events:
+                    local.record(e.item_id, e.action, positions.get(e.item_id, 0))
             for e in events:
                 s.record_event(e.item_id, e.action, e.timestamp_ms)
-                if local is not None:
-                    local.record(e.item_id, e.action, positions.get(e.item_id, 0))
                 metrics.EVENTS.labels(("exposure", "click", "purchase")[e.action]).inc()
             s.rerank(self.reranker.current)  # the pool's order follows every event at once
         return len(events)
@@ -169,6 +173,7 @@ class AgentService:
             "cloud_requests": requests,
             "request_rate": requests / steps if steps else 0.0,
             "outcomes": dict(self.outcomes),
+            "served": {"cloud": self.served["cloud"], "local": self.served["local"]},
             "threshold": self.pacer.lam,
             "budget": self.pacer.budget,
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,

@@ -6,6 +6,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localrun import topology
 from localrun.processes import Child, start_child
 from simulator.world import WorldConfig
 
@@ -22,26 +23,11 @@ class ModelPaths:
 
 
 def cloud_env(models: ModelPaths, redis_url: str, cloud_rate: float) -> dict[str, str]:
-    return {
-        "CLOUD_REDIS_URL": redis_url, "CLOUD_GRPC_PORT": "0", "CLOUD_HTTP_PORT": "0",
-        "CLOUD_BUNDLE_DIR": str(models.bundle), "CLOUD_DEVICE_MODEL_DIR": str(models.device),
-        "CLOUD_AUTH_SECRET": SECRET, "CLOUD_BUDGET_RATE": str(cloud_rate),
-        "CLOUD_BUDGET_BURST": str(cloud_rate), "CLOUD_KEY_PREFIX": "loadtest",
-    }  # fmt: skip
+    return topology.cloud_env(models, redis_url, SECRET, cloud_rate, "loadtest")
 
 
 def agent_env(models: ModelPaths, cloud_grpc: int, budget: float, name: str) -> dict[str, str]:
-    env = {
-        "DEVICE_CLOUD_TARGET": f"127.0.0.1:{cloud_grpc}", "DEVICE_HTTP_PORT": "0",
-        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_POLICY": "value", "DEVICE_AGENT_ID": name,
-        "DEVICE_REQUEST_BUDGET": str(budget),
-        "DEVICE_N_CATEGORIES": str(models.world.n_categories),
-        "DEVICE_PAGE_SIZE": str(models.world.page_size),
-        "DEVICE_POOL_SIZE": str(models.world.pool_size),
-    }  # fmt: skip
-    if models.value_model is not None:
-        env["DEVICE_VALUE_MODEL"] = str(models.value_model)
-    return env
+    return topology.agent_env(models, cloud_grpc, SECRET, "value", name, budget)
 
 
 @dataclass

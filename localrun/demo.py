@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from localrun import topology
 from localrun.demo_report import PolicyRun, print_report, write_plot
 from simulator.scales import SCALES
 from simulator.world import WorldConfig
@@ -123,27 +124,13 @@ def _trained_on(ranker_dir: Path) -> WorldConfig | None:
 
 
 def cloud_env(args: argparse.Namespace, models: Models, redis_url: str) -> dict[str, str]:
-    return {
-        "CLOUD_REDIS_URL": redis_url, "CLOUD_GRPC_PORT": "0", "CLOUD_HTTP_PORT": "0",
-        "CLOUD_BUNDLE_DIR": str(models.bundle), "CLOUD_DEVICE_MODEL_DIR": str(models.device),
-        "CLOUD_AUTH_SECRET": SECRET, "CLOUD_BUDGET_RATE": str(args.cloud_rate),
-        "CLOUD_BUDGET_BURST": str(args.cloud_rate), "CLOUD_KEY_PREFIX": "demo",
-    }  # fmt: skip
+    return topology.cloud_env(models, redis_url, SECRET, args.cloud_rate, "demo")
 
 
 def agent_env(
     args: argparse.Namespace, models: Models, cloud_port: int, policy: str, name: str
 ) -> dict[str, str]:
-    env = {
-        "DEVICE_CLOUD_TARGET": f"127.0.0.1:{cloud_port}", "DEVICE_HTTP_PORT": "0",
-        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_POLICY": policy, "DEVICE_AGENT_ID": name,
-        "DEVICE_REQUEST_BUDGET": str(args.budget),
-        "DEVICE_N_CATEGORIES": str(models.world.n_categories),
-        "DEVICE_PAGE_SIZE": str(models.world.page_size),
-        "DEVICE_POOL_SIZE": str(models.world.pool_size),
-    }  # fmt: skip
-    if models.value_model is not None:
-        env["DEVICE_VALUE_MODEL"] = str(models.value_model)
+    env = topology.agent_env(models, cloud_port, SECRET, policy, name, args.budget)
     if policy == "value" and not args.no_train:  # our devices also train the ranker (issue 6)
         env |= {"DEVICE_TRAIN": "true", "DEVICE_TRAIN_INTERVAL_S": "5",
                 "DEVICE_TRAIN_MIN_EXAMPLES": "20", "DEVICE_TRAIN_EPOCHS": "1"}  # fmt: skip
@@ -164,8 +151,11 @@ def federated_summary(redis_url: str, agents: list[Any]) -> dict[str, object]:
     import httpx
     import redis
 
+    from cloud_service.federated.store import FederatedStore
+    from cloud_service.store.breaker import Breaker
+
     client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    version = int(client.get("demo:{fl}:version") or 0)
+    version = FederatedStore(client, "demo", Breaker(1.0)).version()  # one per applied round
     client.close()
     outcomes: Counter[str] = Counter()
     for a in agents:

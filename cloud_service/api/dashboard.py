@@ -27,10 +27,6 @@ from pydantic import BaseModel
 from cloud_service import metrics
 from cloud_service.settings import CloudSettings
 
-# An agent answers from a fresh cloud list after these outcomes and from its cached pool after
-# any other: the rule of device_agent/service.py (AgentService.recommend), which /v1/status
-# reports only as outcome counts.
-CLOUD_OUTCOMES = frozenset({"initial", "refill", "refreshed"})
 RING_SIZE = 240  # samples kept: at >= MIN_SPACING_S apart, at least two minutes of history
 MIN_SPACING_S = 0.5  # several open pages polling must not crowd the ring with near-duplicates
 HISTORY_POINTS = 60
@@ -263,12 +259,11 @@ def history_point(old: Sample, new: Sample, now: float) -> HistoryPoint:
 
 
 def agent_from_status(url: str, status: dict[str, Any]) -> AgentStatus:
-    outcomes = {str(k): int(v) for k, v in dict(status.get("outcomes", {})).items()}
+    served = dict(status.get("served", {}))  # the agent's own count of answers by source
     rate = status.get("request_rate")
     return AgentStatus(
         url=url, reachable=True, devices=int(status.get("devices", 0)),
-        cloud_answers=sum(n for o, n in outcomes.items() if o in CLOUD_OUTCOMES),
-        local_answers=sum(n for o, n in outcomes.items() if o not in CLOUD_OUTCOMES),
+        cloud_answers=int(served.get("cloud", 0)), local_answers=int(served.get("local", 0)),
         request_rate=None if rate is None else float(rate),
     )  # fmt: skip
 

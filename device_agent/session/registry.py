@@ -1,31 +1,44 @@
-"""Sessions of every device this agent serves, in memory, least recently used evicted first."""
+"""Per-device state of every device this agent serves, in memory, least recently used evicted."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from device_agent.session.state import DeviceSession
 
+T = TypeVar("T")
 
-class SessionRegistry:
-    def __init__(self, factory: Callable[[str], DeviceSession], max_devices: int) -> None:
+
+class DeviceRegistry(Generic[T]):
+    """One `T` per device id, made by `factory` on first use; beyond `max_devices` the least
+    recently used is dropped."""
+
+    def __init__(self, factory: Callable[[str], T], max_devices: int) -> None:
         self.factory, self.max_devices = factory, max_devices
-        self._sessions: OrderedDict[str, DeviceSession] = OrderedDict()
+        self._by_device: OrderedDict[str, T] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, device_id: str) -> DeviceSession:
+    def get(self, device_id: str) -> T:
         with self._lock:
-            session = self._sessions.get(device_id)
-            if session is None:
-                session = self._sessions[device_id] = self.factory(device_id)
-                while len(self._sessions) > self.max_devices:
-                    self._sessions.popitem(last=False)
+            value = self._by_device.get(device_id)
+            if value is None:
+                value = self._by_device[device_id] = self.factory(device_id)
+                while len(self._by_device) > self.max_devices:
+                    self._by_device.popitem(last=False)
             else:
-                self._sessions.move_to_end(device_id)
-            return session
+                self._by_device.move_to_end(device_id)
+            return value
 
-    def snapshot(self) -> list[DeviceSession]:
+    def snapshot(self) -> list[T]:
         with self._lock:
-            return list(self._sessions.values())
+            return list(self._by_device.values())
+
+    def devices(self) -> list[tuple[str, T]]:
+        with self._lock:
+            return list(self._by_device.items())
+
+
+SessionRegistry = DeviceRegistry[DeviceSession]

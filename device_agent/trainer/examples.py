@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from device_agent.session.registry import DeviceRegistry
 
 EXPOSURE, CLICK, PURCHASE = 0, 1, 2  # the app's action codes (device_agent.session.state)
 PAD = -1
@@ -102,24 +104,9 @@ class LocalExamples:
             return np.array([self.categories.get(int(i), 0) for i in ids], dtype=np.int64)
 
 
-class ExampleStore:
+ExampleStore = DeviceRegistry[LocalExamples]
+
+
+def example_store(history_len: int, capacity: int, max_devices: int) -> ExampleStore:
     """Every simulated device's examples in one agent, least recently used evicted."""
-
-    def __init__(self, history_len: int, capacity: int, max_devices: int) -> None:
-        self.history_len, self.capacity, self.max_devices = history_len, capacity, max_devices
-        self._by_device: OrderedDict[str, LocalExamples] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, device_id: str) -> LocalExamples:
-        with self._lock:
-            ex = self._by_device.get(device_id)
-            if ex is None:
-                ex = self._by_device[device_id] = LocalExamples(self.history_len, self.capacity)
-                while len(self._by_device) > self.max_devices:
-                    self._by_device.popitem(last=False)
-            self._by_device.move_to_end(device_id)
-            return ex
-
-    def devices(self) -> list[tuple[str, LocalExamples]]:
-        with self._lock:
-            return list(self._by_device.items())
+    return DeviceRegistry(lambda _device: LocalExamples(history_len, capacity), max_devices)
