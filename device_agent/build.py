@@ -97,7 +97,7 @@ def build_trainer(s: DeviceSettings, examples: ExampleStore, cloud: CloudClient)
     from device_agent.trainer.participant import PrivacyConfig
 
     return TrainerLoop(
-        examples, cloud, LocalTraining(epochs=s.train_epochs, lr=s.train_lr),
+        examples, cloud, LocalTraining(s.train_epochs, s.train_lr, optimizer=s.train_optimizer),
         PrivacyConfig(s.train_keep_prob, s.train_decoy_prob), s.train_min_examples,
         s.train_interval_s, timeout_s=s.train_timeout_s,
     )  # fmt: skip

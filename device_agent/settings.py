@@ -57,7 +57,8 @@ class DeviceSettings(BaseSettings):
     train_min_examples: int = Field(20, ge=1)  # impressions a device needs before it trains
     train_examples_kept: int = Field(2000, ge=1)  # per device, oldest dropped
     train_epochs: int = Field(2, ge=1)
-    train_lr: float = Field(0.01, gt=0)
+    train_lr: float = Field(0.5, gt=0)
+    train_optimizer: Literal["sgd", "adam"] = "sgd"  # see device_agent/trainer/local_model.py
     train_keep_prob: float = Field(0.9, gt=0, le=1)  # p of the randomized-response padding
     train_decoy_prob: float = Field(0.1, ge=0, lt=1)  # q; ε = ln(p(1−q) / (q(1−p)))
     train_timeout_s: float = Field(5.0, gt=0)  # deadline of each pull / push

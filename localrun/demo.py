@@ -142,26 +142,32 @@ def aggregator_env(args: argparse.Namespace, models: Models, redis_url: str) -> 
     return cloud_env(args, models, redis_url) | {
         "CLOUD_FL_DEVICES_PER_ROUND": "8", "CLOUD_FL_ROUND_S": "10",
         "CLOUD_FL_QUORUM_SHARE": "0.5", "CLOUD_AGGREGATOR_NAME": "demo-aggregator",
-        "CLOUD_FL_MAX_CORRECTION": "8",  # the best federated run in docs/benchmarks.md
     }  # fmt: skip
 
 
-def federated_summary(redis_url: str, agents: list[Any]) -> dict[str, object]:
-    """What federated training did during the run: the global version and the devices' rounds."""
+def federated_summary(
+    redis_url: str, agents: list[Any], bundle: Path, out: Path
+) -> dict[str, object]:
+    """What federated training did during the run: the global version, the devices' rounds, and
+    the federated model published as a serving bundle in `out` (what a cloud would serve next)."""
     import httpx
     import redis
 
+    from cloud_service.federated.publish import publish
     from cloud_service.federated.store import FederatedStore
     from cloud_service.store.breaker import Breaker
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    version = FederatedStore(client, "demo", Breaker(1.0)).version()  # one per applied round
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    store = FederatedStore(client, "demo", Breaker(1.0))
+    manifest = publish(store, bundle, out)  # rows, layers and version from one snapshot
     client.close()
+    version, published = manifest["federated_version"], manifest["version"]  # a version a round
     outcomes: Counter[str] = Counter()
     for a in agents:
         status = httpx.get(f"http://127.0.0.1:{a.ports['http']}/v1/status", timeout=2).json()
         outcomes.update(status.get("federated_rounds") or {})
-    return {"rounds_applied": version, "device_outcomes": dict(outcomes)}
+    return {"rounds_applied": version, "device_outcomes": dict(outcomes),
+            "published": {"version": published, "bundle": str(out)}}  # fmt: skip
 
 
 def run_system(
@@ -213,7 +219,9 @@ def run_system(
                 runs.append(PolicyRun(policy, fleet, time.perf_counter() - start, args.budget))
                 trainers = trainers or (agents if policy == "value" else [])
             if not args.no_train:
-                federated.update(federated_summary(redis.url, trainers))
+                federated.update(federated_summary(
+                    redis.url, trainers, models.bundle, workdir.parent / "federated_bundle"
+                ))  # fmt: skip
         finally:
             codes = {c.name: c.stop() for c in reversed(children)}
             print(f"\nstopped: {json.dumps(codes)}", flush=True)

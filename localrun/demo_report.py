@@ -77,6 +77,10 @@ def print_report(
             f"- federated training on our devices: {federated['rounds_applied']} round(s) applied "
             f"by the aggregator; device passes: {federated['device_outcomes']}"
         )
+        pub = federated.get("published")
+        if isinstance(pub, dict):
+            print(f"- federated model published as bundle {pub['version']} in {pub['bundle']} "
+                  "(serve it with CLOUD_BUNDLE_DIR)")  # fmt: skip
         summary["federated"] = federated
     return summary
 

@@ -1,21 +1,23 @@
 """Federated training of the DIN ranker in the world: FedSubAvg vs FedAvg vs central, per round.
 
-`python -m cloud_service.federated.experiment --scale small --rounds 25 --out artifacts/federated`
+`python -m cloud_service.federated.experiment --scale small --rounds 40 --seeds 0 1 2`
 
-Users are devices. Each round samples devices; each trains a copy of the global model on its
-own training impressions only (raw behaviour never leaves it), touching only its submodel: the
-item rows (embedding + per-item bias) of the items in its data and the dense layers. The server
-applies the aggregate of the deltas (the same functions the aggregator process uses). AUC is
-measured every round on the held-out split (last 20 % of sessions by time), overall and on cold
-items (the bottom popularity quintile by training clicks). Central training of the same model
-on the same data is the reference. A poisoning run makes 10 % of devices push their update
-scaled by −10, with and without the defences (clipping, trimmed mean, contributor floor).
+Users are devices. Each round samples devices; each runs the agents' trainer (`train_local`) on
+its own training impressions only (raw behaviour never leaves it), touching only its submodel:
+the item rows (embedding + per-item bias) of the items in its data and the dense layers. The
+server applies the aggregate of the deltas (the same functions the aggregator process uses).
+AUC is measured every round on the held-out split (last 20 % of sessions by time), overall and
+on two item buckets (`Buckets`); the round reported is chosen on the validation split. Central
+training of the same model on the same data is the reference. A poisoning run makes 10 % of
+devices push their update scaled by −10, with and without the defences (median-norm clipping,
+trimmed mean).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,24 +28,30 @@ import torch
 
 from cloud_service.federated.aggregate import ClientUpdate
 from cloud_service.federated.aggregator import Defences, aggregate
-from cloud_service.recommender.din import DinConfig, DinRanker, esmm_loss
+from cloud_service.recommender.din import DinConfig, DinRanker
 from cloud_service.recommender.scoring import rank
 from cloud_service.recommender.train import TrainConfig, train_ranker
 from cloud_service.recommender.train import with_sampled_negatives as with_negatives
+from device_agent.trainer.local_model import LocalTraining, train_local
 from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment
 from simulator.scales import SCALES
 
 SPARSE = ("item_embedding.weight", "item_bias.weight")
+KEYS = (("auc", "held-out AUC"), ("cold_auc", "cold items"), ("tail_auc", "tail items"))
+METRICS = ("auc", "cold_auc", "tail_auc", "valid_auc")
 
 
 @dataclass(frozen=True)
 class FedConfig:
-    rounds: int = 25
+    rounds: int = 40
     devices_per_round: int = 60
     local_epochs: int = 2
-    local_lr: float = 0.01  # Adam on the device, fresh each round (its state stays local)
-    lr_decay: float = 0.9  # the local rate × lr_decay^round (a decaying step, as FedAvg's theory)
+    # the device's trainer (device_agent.trainer.local_model): plain SGD at a constant rate, the
+    # rate chosen among 0.2 / 0.5 / 1.0 and a 0.9^round decay on validation AUC (docs/benchmarks.md)
+    client_opt: str = "sgd"
+    local_lr: float = 0.5
+    lr_decay: float = 1.0  # the local rate × lr_decay^round
     negatives: int = 1  # sampled unclicked items per impression, as in central training
     batch_size: int = 64
     malicious_share: float = 0.0
@@ -79,30 +87,21 @@ def dense_state(model: DinRanker) -> dict[str, np.ndarray]:
 
 
 def local_update(
-    model: DinRanker, global_state: dict[str, torch.Tensor], data: list[torch.Tensor],
-    cfg: FedConfig, gen: torch.Generator, device_id: str, lr: float,
+    model: DinRanker, data: list[torch.Tensor], cfg: FedConfig, seed: int, device_id: str,
+    lr: float, categories: np.ndarray,
 ) -> ClientUpdate:  # fmt: skip
-    """Train the device's copy on its data; the delta of its touched rows and dense layers."""
-    model.load_state_dict(global_state)
-    before_rows, before_dense = sparse_rows(model).copy(), dense_state(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = len(data[0])
-    order = torch.randperm(n, generator=gen)
-    data = [t[order] for t in data]
-    model.train()
-    for _ in range(cfg.local_epochs):
-        for lo in range(0, n, cfg.batch_size):
-            hist, item, pos, click, buy = (t[lo : lo + cfg.batch_size] for t in data)
-            loss = esmm_loss(model, hist, item[:, None], pos[:, None], click[:, None], buy[:, None])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    hist_ids, item_ids = data[0].numpy(), data[1].numpy()  # negatives included: touched too
-    touched = np.concatenate([hist_ids[hist_ids >= 0], item_ids])
-    ids, counts = np.unique(touched, return_counts=True)
-    rows = sparse_rows(model)[ids] - before_rows[ids]
-    dense = {k: v - before_dense[k] for k, v in dense_state(model).items()}
-    return ClientUpdate(device_id, ids.astype(np.int64), rows.astype(np.float32), counts, dense, n)
+    """The device's own step (device_agent.trainer.train_local, the code the agents run): pull
+    the rows its data touches and the dense layers, train, return the deltas."""
+    arrays = dict(zip(("history", "item", "position", "click", "purchase"),
+                      (t.numpy() for t in data), strict=True))  # fmt: skip
+    hist = arrays["history"]
+    ids = np.unique(np.concatenate([hist[hist >= 0], arrays["item"]]))
+    rows = sparse_rows(model)[ids]
+    training = LocalTraining(cfg.local_epochs, lr, cfg.batch_size, cfg.client_opt)
+    r = train_local(ids, rows, dense_state(model), categories[ids], arrays, training, seed)
+    return ClientUpdate(
+        device_id, r.item_ids, r.row_deltas, r.row_counts, r.dense_deltas, r.num_samples
+    )
 
 
 def apply(
@@ -118,12 +117,48 @@ def apply(
             params[name].add_(torch.from_numpy(d))
 
 
-def evaluate(model: DinRanker, exp: Experiment, cold: np.ndarray) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Buckets:
+    """Item groups the AUC is also reported on, both defined from training data only.
+
+    cold: the bottom popularity quintile of the catalogue by training clicks. In the small world
+    every one of these items has zero training clicks (most were never shown), so no model can
+    learn their rows; their test impressions are few and the AUC on them is noisy.
+    tail: the least-clicked items that together carry the first 20 % of training impressions
+    (ties by id) — items shown but rarely clicked, whose rows few devices hold: where FedAvg's
+    shrinkage and FedSubAvg's correction differ.
+    """
+
+    cold: np.ndarray
+    tail: np.ndarray
+
+    @classmethod
+    def of(cls, exp: Experiment) -> Buckets:
+        train, n = exp.held_out.split.train, exp.world.cfg.n_items
+        clicks = np.bincount(train.item[train.click.astype(bool)], minlength=n)
+        order = np.argsort(clicks, kind="stable")
+        shown = np.cumsum(np.bincount(train.item, minlength=n)[order])
+        return cls(cold=order[: n // 5], tail=order[: np.searchsorted(shown, 0.2 * shown[-1]) + 1])
+
+    def sizes(self, exp: Experiment) -> dict[str, int]:
+        test = exp.held_out.split.test
+        out = {}
+        for name, items in (("cold", self.cold), ("tail", self.tail)):
+            mask = np.isin(test.item, items)
+            out[f"{name}_items"], out[f"{name}_impressions"] = len(items), int(mask.sum())
+            out[f"{name}_clicks"] = int(test.click[mask].sum())
+        return out
+
+
+def evaluate(model: DinRanker, exp: Experiment, buckets: Buckets) -> dict[str, float]:
     test, hist = exp.held_out.split.test, exp.held_out.test_history
     model.eval()
     ctr, _ = rank(model, hist, test.item[:, None])
-    mask = np.isin(test.item, cold)
-    return auc(test.click, ctr[:, 0]), auc(test.click[mask], ctr[mask, 0])
+    out = {"auc": auc(test.click, ctr[:, 0])}
+    for name, items in (("cold", buckets.cold), ("tail", buckets.tail)):
+        mask = np.isin(test.item, items)
+        out[f"{name}_auc"] = auc(test.click[mask], ctr[mask, 0])
+    return out
 
 
 def validate(model: DinRanker, exp: Experiment) -> float:
@@ -145,10 +180,10 @@ def new_model(exp: Experiment, seed: int) -> DinRanker:
 
 
 def federate(
-    exp: Experiment, cfg: FedConfig, defences: Defences, cold: np.ndarray, label: str
-) -> dict[str, object]:
+    exp: Experiment, cfg: FedConfig, defences: Defences, buckets: Buckets, label: str
+) -> dict[str, Any]:
     model = new_model(exp, cfg.seed)
-    local = new_model(exp, cfg.seed)
+    categories = exp.world.catalog.category
     data = device_data(exp)
     users = np.array(sorted(data))
     rng = np.random.default_rng(cfg.seed)
@@ -163,12 +198,12 @@ def federate(
     curve, pulled_rows = [], []
     start = time.perf_counter()
     for r in range(cfg.rounds):
-        state = {k: v.clone() for k, v in model.state_dict().items()}
         updates = []
         for user in rng.choice(users, min(cfg.devices_per_round, len(users)), replace=False):
             own = with_negatives(tensors(exp, data[int(user)]), sampling, cfg.negatives, gen)
             lr = cfg.local_lr * cfg.lr_decay**r
-            u = local_update(local, state, own, cfg, gen, f"u{user}", lr)
+            seed = int(torch.randint(1 << 31, (1,), generator=gen))
+            u = local_update(model, own, cfg, seed, f"u{user}", lr, categories)
             pulled_rows.append(len(u.item_ids))
             if int(user) in malicious:
                 u = replace(
@@ -178,42 +213,67 @@ def federate(
             updates.append(u)
         ids, delta, dense = aggregate(updates, updates[0].row_deltas.shape[1], defences)
         apply(model, ids, delta, dense)
-        overall, cold_auc = evaluate(model, exp, cold)
-        curve.append({"round": r + 1, "auc": overall, "cold_auc": cold_auc,
-                      "valid_auc": validate(model, exp)})  # fmt: skip
-        print(f"{label} round {r + 1}: AUC {overall:.4f}, cold {cold_auc:.4f}", flush=True)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            curve.append({"round": r + 1, **dict.fromkeys(METRICS, math.nan)})
+            print(f"{label} round {r + 1}: diverged (non-finite weights)", flush=True)
+            break
+        point = {"round": r + 1, **evaluate(model, exp, buckets), "valid_auc": validate(model, exp)}
+        curve.append(point)
+        print(f"{label} round {r + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in point.items()
+                                                   if k != "round"), flush=True)  # fmt: skip
     dim = sparse_rows(model).shape[1]
     dense_bytes = 4 * sum(v.size for v in dense_state(model).values())
     return {
-        "label": label, "curve": curve, "seconds": time.perf_counter() - start,
+        "label": label, "rounds": cfg.rounds, "curve": curve,
+        "seconds": time.perf_counter() - start,
         "submodel_bytes": float(np.mean(pulled_rows)) * dim * 4 + dense_bytes,
         "full_bytes": exp.world.cfg.n_items * dim * 4 + dense_bytes,
     }  # fmt: skip
 
 
-def run(out: Path, scale: str, cfg: FedConfig, attack_rounds: int = 10) -> dict[str, object]:
+def chosen(curve: list[dict[str, float]]) -> dict[str, float]:
+    """The round validation AUC picks (as central training's early stopping; never the test);
+    the last point when the run diverged before any round scored."""
+    scored = [p for p in curve if math.isfinite(p.get("valid_auc", math.nan))]
+    return max(scored, key=lambda p: p["valid_auc"]) if scored else curve[-1]
+
+
+def fmt(x: float) -> str:
+    return f"{x:.4f}" if math.isfinite(x) else "diverged"
+
+
+def run(
+    out: Path, scale: str, cfg: FedConfig, attack_rounds: int = 10, seeds: tuple[int, ...] = (0,)
+) -> dict[str, object]:
+    """Central vs FedSubAvg vs FedAvg for each training seed (the world stays seed 0); on the
+    first seed also Adam on the devices (the earlier setting) and the poisoning runs."""
     torch.set_num_threads(2)
-    exp = build_experiment(replace(SCALES[scale], seed=cfg.seed))
-    train = exp.held_out.split.train
-    clicks = np.bincount(train.item[train.click.astype(bool)], minlength=exp.world.cfg.n_items)
-    cold = np.argsort(clicks, kind="stable")[: exp.world.cfg.n_items // 5]
-    central, _ = train_ranker(exp, TrainConfig(epochs=2, seed=cfg.seed))
-    c_auc, c_cold = evaluate(central, exp, cold)
-    print(f"central: AUC {c_auc:.4f}, cold {c_cold:.4f}", flush=True)
-    runs = [
-        federate(exp, cfg, Defences("fedsubavg"), cold, "FedSubAvg"),
-        federate(exp, cfg, Defences("fedavg"), cold, "FedAvg"),
-        # the cap was chosen among 3, 8 (and uncapped) on validation AUC in 15-round runs
-        federate(exp, cfg, Defences("fedsubavg", max_correction=8.0), cold,
-                 "FedSubAvg, correction ≤ 8×"),
-    ]  # fmt: skip
-    attacked = replace(cfg, malicious_share=0.1, rounds=min(cfg.rounds, attack_rounds))
+    exp = build_experiment(replace(SCALES[scale], seed=0))
+    buckets = Buckets.of(exp)
+    per_seed: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        c = replace(cfg, seed=seed)
+        central, _ = train_ranker(exp, TrainConfig(epochs=2, seed=seed))
+        scores = evaluate(central, exp, buckets)
+        print(f"central seed {seed}: {scores}", flush=True)
+        pair = [federate(exp, c, Defences("fedsubavg"), buckets, "FedSubAvg"),
+                federate(exp, c, Defences("fedavg"), buckets, "FedAvg")]  # fmt: skip
+        per_seed.append({"seed": seed, "central": scores,
+                         **{r["label"]: chosen(r["curve"]) for r in pair}})  # fmt: skip
+        runs = runs or pair
+    first = replace(cfg, seed=seeds[0])
+    # the devices' earlier setting, with its own tuned schedule (0.01 × 0.9^round)
+    adam = replace(first, client_opt="adam", local_lr=0.01, lr_decay=0.9)
+    runs.append(federate(exp, adam, Defences("fedsubavg"), buckets, "FedSubAvg, Adam on devices"))
+    attacked = replace(first, malicious_share=0.1, rounds=min(cfg.rounds, attack_rounds))
     defended = Defences("fedsubavg", trim=0.1, clip_median=True)  # min_contributors 1: cold rows
-    runs.append(federate(exp, attacked, Defences("fedsubavg"), cold, "FedSubAvg, 10 % attackers"))
-    runs.append(federate(exp, attacked, defended, cold, "FedSubAvg + defences, 10 % attackers"))
+    runs.append(federate(exp, attacked, Defences("fedsubavg"), buckets,
+                         "FedSubAvg, 10 % attackers"))  # fmt: skip
+    runs.append(federate(exp, attacked, defended, buckets, "FedSubAvg + defences, 10 % attackers"))
     result: dict[str, Any] = {
-        "central": {"auc": c_auc, "cold_auc": c_cold}, "runs": runs, "config": cfg.__dict__,
-        "scale": scale,
+        "central": per_seed[0]["central"], "runs": runs, "seeds": per_seed,
+        "buckets": buckets.sizes(exp), "config": cfg.__dict__, "scale": scale,
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "federated.json").write_text(json.dumps(result, indent=1))
@@ -227,8 +287,8 @@ def write_outputs(result: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key, ax, title in (("auc", axes[0], "held-out AUC"), ("cold_auc", axes[1], "cold items")):
+    fig, axes = plt.subplots(1, len(KEYS), figsize=(15, 4))
+    for (key, title), ax in zip(KEYS, axes, strict=True):
         for run in result["runs"]:
             rounds = [p["round"] for p in run["curve"]]
             ax.plot(rounds, [p[key] for p in run["curve"]], label=run["label"])
@@ -239,25 +299,51 @@ def write_outputs(result: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "federated_auc.png", dpi=110)
     plt.close(fig)
-    early = min(len(r["curve"]) for r in result["runs"])  # the poisoning runs are shorter
+    early = min(r["rounds"] for r in result["runs"])  # the poisoning runs are shorter
     head = ["run", "rounds", "round chosen on validation", "AUC there", "cold AUC there",
-            "final AUC", "final cold AUC", f"AUC at round {early}", f"cold AUC at round {early}",
-            "submodel / full bytes per device"]  # fmt: skip
+            "tail AUC there", "final AUC", f"AUC at round {early}",
+            "submodel / full bytes"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     c = result["central"]
-    lines.append(f"| central (≤ 2 epochs, Adam, early stop on validation) | | | "
-                 f"{c['auc']:.4f} | {c['cold_auc']:.4f} | | | | | |")  # fmt: skip
+    lines.append(f"| central (≤ 2 epochs, Adam, early stop on validation) | | | {c['auc']:.4f} | "
+                 f"{c['cold_auc']:.4f} | {c['tail_auc']:.4f} | | | |")  # fmt: skip
     for run in result["runs"]:
-        last, at = run["curve"][-1], run["curve"][early - 1]
-        chosen = max(run["curve"], key=lambda p: p.get("valid_auc", 0.0))
-        ratio = f"{run['submodel_bytes']:,.0f} / {run['full_bytes']:,.0f}"
-        scores = [chosen["auc"], chosen["cold_auc"], last["auc"], last["cold_auc"], at["auc"],
-                  at["cold_auc"]]  # fmt: skip
-        cells = [run["label"], str(len(run["curve"])), str(chosen["round"]),
-                 *(f"{x:.4f}" for x in scores), ratio]  # fmt: skip
+        curve = run["curve"]
+        pick, last, at = chosen(curve), curve[-1], curve[min(early, len(curve)) - 1]
+        scores = [pick["auc"], pick["cold_auc"], pick["tail_auc"], last["auc"], at["auc"]]
+        cells = [run["label"], str(run["rounds"]), str(pick["round"]), *map(fmt, scores),
+                 f"{run['submodel_bytes']:,.0f} / {run['full_bytes']:,.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *seed_table(result["seeds"]), "", bucket_line(result.get("buckets", {}))]
     (out / "federated.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
+
+
+def seed_table(per_seed: list[dict[str, Any]]) -> list[str]:
+    """AUC / cold / tail at the validation-chosen round per training seed, the mean, and the
+    gap of each federated run to central training (relative, on overall AUC)."""
+    names = ["central", *(k for k in per_seed[0] if k not in ("seed", "central"))]
+    head = ["seed", *(f"{n}: AUC / cold / tail" for n in names)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+
+    def cell(p: dict[str, float]) -> str:
+        return " / ".join(f"{p[k]:.4f}" for k, _ in KEYS)
+
+    for row in per_seed:
+        lines.append("| " + " | ".join([str(row["seed"]), *(cell(row[n]) for n in names)]) + " |")
+    mean = {n: {k: float(np.mean([r[n][k] for r in per_seed])) for k, _ in KEYS} for n in names}
+    lines.append("| mean | " + " | ".join(cell(mean[n]) for n in names) + " |")
+    gaps = [f"{n} {100 * (1 - mean[n]['auc'] / mean['central']['auc']):.2f} %" for n in names[1:]]
+    return [*lines, "", "Mean gap to central AUC: " + ", ".join(gaps) + "."]
+
+
+def bucket_line(sizes: dict[str, int]) -> str:
+    if not sizes:
+        return ""
+    return (f"Test impressions (clicks): cold {sizes['cold_impressions']:,} "
+            f"({sizes['cold_clicks']:,}) on {sizes['cold_items']:,} items; tail "
+            f"{sizes['tail_impressions']:,} ({sizes['tail_clicks']:,}) on "
+            f"{sizes['tail_items']:,} items.")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=FedConfig.rounds)
     ap.add_argument("--devices", type=int, default=FedConfig.devices_per_round)
     ap.add_argument("--attack-rounds", type=int, default=10, help="rounds of the poisoning runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     ap.add_argument("--out", type=Path, default=Path("artifacts/federated"))
     ap.add_argument("--replot", action="store_true", help="only redraw from OUT/federated.json")
     args = ap.parse_args(argv)
@@ -273,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(json.loads((args.out / "federated.json").read_text()), args.out)
         return 0
     cfg = FedConfig(rounds=args.rounds, devices_per_round=args.devices)
-    run(args.out, args.scale, cfg, args.attack_rounds)
+    run(args.out, args.scale, cfg, args.attack_rounds, tuple(args.seeds))
     return 0
 
 

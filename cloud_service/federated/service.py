@@ -47,7 +47,10 @@ class FederatedService:
     def pull(
         self, device_id: str, round_id: str, item_ids: list[int], token: str | None
     ) -> Submodel:
-        """Only the rows asked for (the device's ids, decoys included) and the dense layers."""
+        """Only the rows asked for (the device's ids, decoys included) and the dense layers.
+
+        A bare check-in (no ids, no round) gets the round and the version only: the dense
+        layers are most of a submodel's bytes and a device needs them only once selected."""
         self.auth.verify(device_id, token)
         ids = np.asarray(item_ids, dtype=np.int64)
         if len(ids) > self.cfg.max_rows_per_device:
@@ -56,7 +59,10 @@ class FederatedService:
             raise InvalidArgument(f"item_ids outside the catalogue of {self.n_items}")
         try:
             self.store.register(device_id)
-            rows, dense, version = self.store.snapshot(ids.tolist(), self.dim)
+            if round_id or len(ids):
+                rows, dense, version = self.store.snapshot(ids.tolist(), self.dim)
+            else:
+                rows, dense, version = np.zeros((0, self.dim), np.float32), {}, self.store.version()
             current = self.store.current_round()
         except StoreUnavailable as exc:
             raise Unavailable("federated state unavailable; retry later") from exc

@@ -73,6 +73,10 @@ class FederatedStore:
             pipe.execute()
         return True
 
+    def row_count(self) -> int:
+        with self.breaker.guard():
+            return int(self.client.hlen(self.k_rows))  # type: ignore[arg-type]
+
     def version(self) -> int:
         with self.breaker.guard():
             return int(self.client.get(self.k_version) or 0)  # type: ignore[arg-type]

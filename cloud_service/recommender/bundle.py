@@ -16,7 +16,7 @@ from cloud_service.registry.bundle import BUNDLE_FILES, FEDERATED, MANIFEST, RAN
 from simulator.logs import Impressions
 
 
-def _export_din(model: DinRanker, path: Path) -> None:
+def export_din(model: DinRanker, path: Path) -> None:
     # Example batch ≥ 2 with dynamic axes, else the exporter freezes the batch dimension.
     example = (torch.tensor([[0, 1, -1], [2, -1, -1]]), torch.tensor([[3, 4], [5, -1]]))
     torch.onnx.export(
@@ -82,7 +82,7 @@ def write_bundle(
     """Export everything the cloud serves from into `out`; the manifest records each sha256."""
     out.mkdir(parents=True, exist_ok=True)
     n_items = model.cfg.n_items
-    _export_din(model, out / RANKER_ONNX)
+    export_din(model, out / RANKER_ONNX)
     co = co_click_graph(train, n_items)
     clicks = np.bincount(train.item[train.click.astype(bool)], minlength=n_items)
     np.savez(
@@ -115,7 +115,7 @@ def rebundle(ranker_dir: Path) -> dict[str, object]:
     model, manifest = load_ranker(ranker_dir)
     out = ranker_dir / "serving"
     old = json.loads((out / MANIFEST).read_text())
-    _export_din(model, out / RANKER_ONNX)
+    export_din(model, out / RANKER_ONNX)
     np.savez(out / FEDERATED, **federated_start(model))  # type: ignore[arg-type]
     new = {**old, "version": manifest.version, "embedding_version": manifest.embedding_version}
     new["sha256"] = {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in BUNDLE_FILES}

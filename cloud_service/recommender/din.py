@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -154,3 +156,45 @@ def esmm_loss(
     log_not = torch.log1p(-torch.exp(log_ctcvr).clamp(max=1 - 1e-6))
     ctcvr_loss = -(purchase * log_ctcvr + (1 - purchase) * log_not).mean()
     return ctr_loss + ctcvr_loss
+
+
+# The federated model's layout (cloud_service/recommender/bundle.py: federated_start): a row per
+# item = [item embedding | item bias (CTR, CVR)]; every other float layer is dense, by name.
+FEDERATED_BIAS_COLUMNS = 2
+
+
+def config_from_federated(row_dim: int, dense: Mapping[str, np.ndarray], n_items: int) -> DinConfig:
+    """The ranker's architecture, read off the shapes of the federated dense layers."""
+    tower = [k for k in dense if k.startswith("ctr_tower.") and k.endswith(".weight")]
+    hidden = [
+        dense[k].shape[0]
+        for k in sorted(tower, key=lambda k: int(k.split(".")[1]))
+        if dense[k].ndim == 2
+    ]
+    return DinConfig(
+        n_items=n_items,
+        n_categories=dense["category_embedding.weight"].shape[0],
+        item_dim=row_dim - FEDERATED_BIAS_COLUMNS,
+        category_dim=dense["category_embedding.weight"].shape[1],
+        attention_hidden=dense["attention.unit.0.weight"].shape[0],
+        tower_hidden=tuple(hidden[:-1]),
+        n_positions=dense["position_bias.weight"].shape[0],
+    )
+
+
+def ranker_from_federated(
+    rows: np.ndarray, dense: Mapping[str, np.ndarray], categories: np.ndarray
+) -> DinRanker:
+    """A DIN whose item k has federated row k and the category categories[k] (the device's
+    remapped submodel, or the whole catalogue when the cloud publishes the federated model)."""
+    cfg = config_from_federated(rows.shape[1], dense, max(len(rows), 1))
+    model = DinRanker(cfg, torch.from_numpy(np.array(categories, dtype=np.int64)))
+    with torch.no_grad():
+        if len(rows):
+            t = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            model.item_embedding.weight.copy_(t[:, : cfg.item_dim])
+            model.item_bias.weight.copy_(t[:, cfg.item_dim :])
+        params = dict(model.named_parameters())
+        for name, value in dense.items():
+            params[name].copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
+    return model

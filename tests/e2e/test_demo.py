@@ -41,6 +41,12 @@ def test_demo_topology_answers_every_app_request_within_budget(tmp_path: Path) -
     assert '"cloud": 0' in out.stdout and '"aggregator": 0' in out.stdout  # clean on SIGTERM
     federated = report["federated"]  # our devices checked in with the parameter server
     assert federated["rounds_applied"] >= 0 and sum(federated["device_outcomes"].values()) > 0
+    published = Path(federated["published"]["bundle"])  # the federated model, ready to serve
+    assert federated["published"]["version"].endswith(f"+fl{federated['rounds_applied']}")
+    assert (
+        json.loads((published / "manifest.json").read_text())["federated_version"]
+        == (federated["rounds_applied"])
+    )
     assert (tmp_path / "demo_report.png").stat().st_size > 10_000
 
 

@@ -8,18 +8,24 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pytest
 import redis
+import torch
 
 from cloud_service.build import CloudServices
 from cloud_service.federated.aggregate import ClientUpdate, fedsubavg
 from cloud_service.federated.aggregator import Aggregator, Defences
 from cloud_service.federated.build import build_round_config
+from cloud_service.federated.publish import PublishError, publish
+from cloud_service.recommender.din import ranker_from_federated
+from cloud_service.registry.bundle import ServingBundle, load_bundle
 from cloud_service.server import CloudServer
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
@@ -85,6 +91,8 @@ def test_round_life_cycle_applies_fedsubavg(start_cloud: StartCloud) -> None:
     phones = [Phone(server, services, f"fl-{i}") for i in range(3)]
     agg = aggregator(services)
     info = open_round(agg, phones)
+    assert not info.dense and info.ByteSize() < 200  # a bare check-in carries no layers
+    assert len(phones[0].pull([], info.round_id).dense) > 5  # a pull for the round does
     before = rows_of(phones[0], [1, 2, 3])
     dim = before.shape[1]
     rng = np.random.default_rng(1)
@@ -246,3 +254,49 @@ def test_sigkill_of_the_aggregator_loses_no_acknowledged_update(
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_the_published_bundle_serves_the_federated_rows(
+    start_cloud: StartCloud, tmp_path: Path
+) -> None:
+    server, services = start_cloud(**FL)
+    fed = services.federated
+    assert fed is not None
+    phones = [Phone(server, services, f"pub-{i}") for i in range(3)]
+    agg = aggregator(services)
+    info = open_round(agg, phones)
+    dim = rows_of(phones[0], [1]).shape[1]
+    rng = np.random.default_rng(4)
+    for p in phones:
+        deltas = rng.normal(0, 0.5, size=(3, dim)).astype(np.float32)
+        assert p.push(info.round_id, info.base_version, [1, 2, 3], deltas).accepted
+    assert agg.step(block_ms=50) == "applied"
+
+    source = services.settings.bundle_dir
+    manifest = publish(fed.store, source, tmp_path / "published")
+    old, new = load_bundle(source), load_bundle(tmp_path / "published")  # sha256 checked
+    assert manifest["federated_version"] == fed.store.version() == 1
+    assert new.version == f"{old.version}+fl1" and new.embedding_version == old.embedding_version
+    np.testing.assert_array_equal(new.item_rows, old.item_rows)  # devices' inputs unchanged
+
+    rows, dense, _ = fed.store.snapshot(range(new.n_items), dim)
+    reference = ranker_from_federated(rows, dense, new.item_category).eval()
+    history, candidates = np.array([[4, 6, -1]]), np.array([[1, 2, 3, 5]])
+    with torch.no_grad():
+        want, _ = reference(torch.tensor(history), torch.tensor(candidates))
+
+    def ctr(bundle: ServingBundle) -> np.ndarray:
+        session = ort.InferenceSession(bundle.ranker_onnx, providers=["CPUExecutionProvider"])
+        return session.run(["ctr"], {"history": history, "candidates": candidates})[0]
+
+    np.testing.assert_allclose(ctr(new), want.numpy(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(ctr(new)[0, :3], ctr(old)[0, :3])  # the pushed rows moved the scores
+    np.testing.assert_allclose(ctr(new)[0, 3], ctr(old)[0, 3], rtol=1e-5)  # item 5: not pushed
+
+    served, _ = start_cloud(**FL, bundle_dir=tmp_path / "published")
+    reply = Phone(served, services, "pub-0").stub.Recommend(
+        pb.RecommendRequest(device_id="pub-0", k=5), metadata=phones[0].meta, timeout=5
+    )
+    assert reply.model_version == new.version and len(reply.items) == 5
+    with pytest.raises(PublishError, match="new directory"):
+        publish(fed.store, source, source)
