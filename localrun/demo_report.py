@@ -78,7 +78,9 @@ def print_report(
             f"by the aggregator; device passes: {federated['device_outcomes']}"
         )
         pub = federated.get("published")
-        if isinstance(pub, dict):
+        if isinstance(pub, dict) and "error" in pub:
+            print(f"- federated model not published: {pub['error']}")
+        elif isinstance(pub, dict):
             print(f"- federated model published as bundle {pub['version']} in {pub['bundle']} "
                   "(serve it with CLOUD_BUNDLE_DIR)")  # fmt: skip
         summary["federated"] = federated

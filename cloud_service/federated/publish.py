@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,46 +43,71 @@ class PublishError(RuntimeError):
 
 
 def publish(store: FederatedStore, bundle_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the federated model as a bundle in `out`; returns its manifest."""
+    """Write the federated model as a bundle in `out` (new or empty); returns its manifest.
+
+    The bundle is written into a temporary sibling and renamed into place, so `out` holds either
+    nothing or a complete bundle whose manifest matches its files."""
     bundle_dir, out = Path(bundle_dir), Path(out)
-    if out.resolve() == bundle_dir.resolve():
-        raise PublishError("publish into a new directory, not over the bundle being served")
+    if out.exists() and any(out.iterdir()):
+        raise PublishError(f"{out} is not empty: publish into a new directory")
     bundle = load_bundle(bundle_dir)  # checks every sha256
-    start_rows, _ = load_federated_start(bundle_dir)
+    start_rows, start_dense = load_federated_start(bundle_dir)
     n_items, dim = start_rows.shape
     stored = store.row_count()
     if stored != n_items:
         raise PublishError(f"Redis holds {stored} federated rows, the bundle has {n_items} items")
     rows, dense, version = store.snapshot(range(n_items), dim)
+    shapes = {n: a.shape for n, a in dense.items()}
+    if shapes != {n: a.shape for n, a in start_dense.items()}:
+        raise PublishError("the federated layers in Redis are not this bundle's model")
     model = ranker_from_federated(rows, dense, bundle.item_category).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    export_din(model, out / RANKER_ONNX)
-    shutil.copyfile(bundle_dir / TABLES, out / TABLES)
-    arrays = {"rows": rows, **{f"dense/{k}": v for k, v in dense.items()}}
-    np.savez(out / FEDERATED, **arrays)  # type: ignore[arg-type]
-    source = read_manifest(bundle_dir)
-    manifest = {
-        **source,
-        "version": f"{source['version']}+fl{version}",
-        "federated_version": version,
-        "published_from": source["version"],
-        "sha256": {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in BUNDLE_FILES},
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        export_din(model, tmp / RANKER_ONNX)
+        shutil.copyfile(bundle_dir / TABLES, tmp / TABLES)
+        arrays = {"rows": rows, **{f"dense/{k}": v for k, v in dense.items()}}
+        np.savez(tmp / FEDERATED, **arrays)  # type: ignore[arg-type]
+        digests = {n: hashlib.sha256((tmp / n).read_bytes()).hexdigest() for n in BUNDLE_FILES}
+        source = read_manifest(bundle_dir)
+        manifest = {
+            **source,
+            # the content hash keeps versions apart when a reset Redis counts rounds from 0 again
+            "version": f"{source['version']}+fl{version}.{digests[FEDERATED][:8]}",
+            "federated_version": version,
+            "published_from": source["version"],
+            "sha256": digests,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cloud_service.build import build_store
     from cloud_service.settings import CloudSettings
+    from cloud_service.store.breaker import Breaker
+    from cloud_service.store.redis_store import build_redis
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="directory of the new bundle")
+    ap.add_argument("--out", type=Path, required=True, help="a new (or empty) bundle directory")
+    ap.add_argument("--timeout-s", type=float, default=30.0, help="deadline of the Redis read")
     args = ap.parse_args(argv)
     s = CloudSettings()
-    store = build_store(s)
-    fl = FederatedStore(store.client, s.key_prefix, store.breaker)
-    manifest = publish(fl, s.bundle_dir, args.out)
+    # its own deadline: the serving one (a fraction of a second) is for single-row reads, this
+    # reads every row in one MULTI
+    client = build_redis(s.redis_url, args.timeout_s, s.redis_retries)
+    try:
+        fl = FederatedStore(client, s.key_prefix, Breaker(s.redis_open_circuit_s))
+        manifest = publish(fl, s.bundle_dir, args.out)
+    except PublishError as exc:
+        print(f"not published: {exc}")
+        return 2
+    finally:
+        client.close()
     print(f"published {manifest['version']} (federated version {manifest['federated_version']}) "
           f"to {args.out}")  # fmt: skip
     return 0
