@@ -33,10 +33,12 @@ class Agent:
 
 
 def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
+    size = request_size(s)
+
     def new_session(device_id: str) -> DeviceSession:
         return DeviceSession(
             device_id=device_id,
-            view=SessionView(s.n_categories, request_size(s), s.page_size),
+            view=SessionView(s.n_categories, size, s.page_size),
             allowance=Allowance(s.request_budget, burst=s.pacer_burst),
             behavior_len=s.behavior_len,
         )  # fmt: skip

@@ -75,7 +75,6 @@ class AgentService:
         self.pacer = pacer or DualPacer(0.1)
         self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
-        self.served: Counter[str] = Counter()  # app answers by source: cloud | local
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
         self.examples = examples  # the devices' own training data, when federated training is on
         self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
@@ -136,7 +135,6 @@ class AgentService:
             s.steps += 1
         source = "cloud" if decision.outcome in FROM_CLOUD else "local"
         self.outcomes[decision.outcome] += 1
-        self.served[source] += 1
         metrics.SERVED.labels(source).inc()
         return Page(page, source, decision, model.version if model else "")
 
@@ -163,6 +161,11 @@ class AgentService:
             s.rerank(self.reranker.current)  # the pool's order follows every event at once
         return len(events)
 
+    def _served(self) -> dict[str, int]:
+        """App answers by source, from the outcomes (FROM_CLOUD serve a fresh cloud list)."""
+        cloud = sum(n for o, n in self.outcomes.items() if o in FROM_CLOUD)
+        return {"cloud": cloud, "local": sum(self.outcomes.values()) - cloud}
+
     def status(self) -> dict[str, object]:
         sessions = self.sessions.snapshot()
         steps = sum(s.steps for s in sessions)
@@ -173,7 +176,7 @@ class AgentService:
             "cloud_requests": requests,
             "request_rate": requests / steps if steps else 0.0,
             "outcomes": dict(self.outcomes),
-            "served": {"cloud": self.served["cloud"], "local": self.served["local"]},
+            "served": self._served(),
             "threshold": self.pacer.lam,
             "budget": self.pacer.budget,
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,

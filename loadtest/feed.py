@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from localrun.fleet import ACTION_NAMES, action_code
 from simulator.scales import SCALES
 from simulator.session import SessionState, maybe_switch, show_page, start_session
 from simulator.world import World
 
-ACTION_NAMES = ("exposure", "click", "purchase")
 Event = dict[str, Any]
 
 
@@ -68,7 +68,7 @@ class WorldFeed:
             return []  # an item outside this world (wrong scale): show nothing, click nothing
         clicks, buys, _ = show_page(self.world, self.state, page)
         self.state.step += 1
-        actions = [2 if b else 1 if c else 0 for c, b in zip(clicks, buys, strict=True)]
+        actions = [action_code(c, b) for c, b in zip(clicks, buys, strict=True)]
         return _events(page.tolist(), actions)
 
     def new_session(self) -> None:

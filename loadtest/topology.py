@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localrun import topology
-from localrun.processes import Child, start_child
+from localrun.processes import Child, start_child, stop_process
 from simulator.world import WorldConfig
 
 SECRET = "loadtest-secret-0123456789"
@@ -36,7 +36,6 @@ class Processes:
 
     workdir: Path
     children: list[Child] = field(default_factory=list)
-    tools: list[subprocess.Popen[bytes]] = field(default_factory=list)  # locust, open-loop
     exit_codes: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -70,25 +69,11 @@ class Processes:
         cwd is the repository root: locust puts it on sys.path, so `loadtest.*` imports work."""
         with open(self.workdir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(args, env=env, stdout=log, stderr=log, cwd=cwd)
-            self.tools.append(proc)
             self.pids[name] = proc.pid
             try:
                 return proc.wait(timeout=timeout_s)
             finally:
-                _end(proc)
-                self.tools.remove(proc)
+                stop_process(proc, 10)
 
     def stop_all(self) -> None:
-        for proc in list(self.tools):
-            _end(proc)
         self.stop(list(self.children))
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)

@@ -159,8 +159,8 @@ def federated_summary(
     from cloud_service.store.breaker import Breaker
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    store = FederatedStore(client, "demo", Breaker(1.0))
     try:
-        store = FederatedStore(client, "demo", Breaker(1.0))
         shutil.rmtree(out, ignore_errors=True)  # the previous demo's
         # rows, layers and version from one snapshot; the version counts applied rounds
         manifest = publish(store, bundle, out)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from localrun.fleet import FleetReport
+from simulator.tables import markdown_table
 
 NAMES = {"value": "ours (value-paced)", "always": "AlwaysQ", "never": "NoQ"}
 
@@ -46,10 +47,7 @@ def print_report(
     rows = [r.row() for r in runs]
     keys = list(rows[0])
     print("\n## Fleet report (same world sessions for every policy)\n")
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    print("\n".join(markdown_table(keys, ([row[k] for k in keys] for row in rows))))
     by = {r.policy: r for r in runs}
     summary: dict[str, object] = {"rows": rows}
     if {"value", "always", "never"} <= by.keys():

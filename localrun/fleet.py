@@ -16,6 +16,11 @@ from simulator.world import World
 ACTION_NAMES = ("exposure", "click", "purchase")
 
 
+def action_code(clicked: bool, bought: bool) -> int:
+    """An item's strongest app event on a page: 0 exposure, 1 click, 2 purchase."""
+    return 2 if bought else 1 if clicked else 0
+
+
 @dataclass
 class FleetReport:
     """What the app side saw; every figure comes from the world's ground truth or the clients."""
@@ -91,7 +96,7 @@ def run_session(
         state.step += 1
         events = [
             {"item_id": int(i), "timestamp_ms": ts + state.step,
-             "action": ACTION_NAMES[2 if b else 1 if c else 0]}
+             "action": ACTION_NAMES[action_code(c, b)]}
             for i, c, b in zip(page.tolist(), clicks.tolist(), buys.tolist(), strict=True)
         ]  # fmt: skip
         client.post("/v1/events", json={"device_id": device, "events": events})

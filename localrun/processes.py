@@ -11,6 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+    return int(proc.returncode)
+
+
 @dataclass
 class Child:
     name: str
@@ -18,14 +30,7 @@ class Child:
     ports: dict[str, int]
 
     def stop(self, timeout_s: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout_s)
-        return int(self.proc.returncode)
+        return stop_process(self.proc, timeout_s)
 
     def kill(self) -> None:
         self.proc.kill()

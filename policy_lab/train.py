@@ -27,6 +27,7 @@ from policy_lab.uplift import (
     t_learner,
 )
 from simulator.metrics import auc, auuc, gauc, true_uplift_auuc
+from simulator.tables import markdown_table
 
 P = (0.3, 0.08)  # refresh probabilities of the exploration logs, cycled over sessions
 STEPS = FEATURES.index("steps_since_refresh")
@@ -74,12 +75,8 @@ def shift_table(tests: dict[str, UpliftLog]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = ([f"{v:.3f}" if isinstance(v, float) else v for v in r.values()] for r in rows)
+    return "\n".join(markdown_table(list(rows[0]), cells))
 
 
 def main() -> None:

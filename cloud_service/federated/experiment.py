@@ -28,7 +28,7 @@ import torch
 
 from cloud_service.federated.aggregate import ClientUpdate
 from cloud_service.federated.aggregator import Defences, aggregate
-from cloud_service.recommender.din import DinConfig, DinRanker
+from cloud_service.recommender.din import DinConfig, DinRanker, federated_dense, federated_rows
 from cloud_service.recommender.scoring import rank
 from cloud_service.recommender.train import TrainConfig, train_ranker
 from cloud_service.recommender.train import with_sampled_negatives as with_negatives
@@ -36,8 +36,8 @@ from device_agent.trainer.local_model import LocalTraining, train_local
 from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment
 from simulator.scales import SCALES
+from simulator.tables import markdown_table
 
-SPARSE = ("item_embedding.weight", "item_bias.weight")
 KEYS = (("auc", "held-out AUC"), ("cold_auc", "cold items"), ("tail_auc", "tail items"))
 METRICS = ("auc", "cold_auc", "tail_auc", "valid_auc")
 
@@ -78,14 +78,6 @@ def tensors(exp: Experiment, idx: np.ndarray) -> list[torch.Tensor]:
     ]
 
 
-def sparse_rows(model: DinRanker) -> np.ndarray:
-    return torch.cat([model.item_embedding.weight, model.item_bias.weight], 1).detach().numpy()
-
-
-def dense_state(model: DinRanker) -> dict[str, np.ndarray]:
-    return {n: p.detach().numpy().copy() for n, p in model.named_parameters() if n not in SPARSE}
-
-
 def local_update(
     model: DinRanker, data: list[torch.Tensor], cfg: FedConfig, seed: int, device_id: str,
     lr: float, categories: np.ndarray,
@@ -96,9 +88,9 @@ def local_update(
                       (t.numpy() for t in data), strict=True))  # fmt: skip
     hist = arrays["history"]
     ids = np.unique(np.concatenate([hist[hist >= 0], arrays["item"]]))
-    rows = sparse_rows(model)[ids]
+    rows = federated_rows(model)[ids]
     training = LocalTraining(cfg.local_epochs, lr, cfg.batch_size, cfg.client_opt)
-    r = train_local(ids, rows, dense_state(model), categories[ids], arrays, training, seed)
+    r = train_local(ids, rows, federated_dense(model), categories[ids], arrays, training, seed)
     return ClientUpdate(
         device_id, r.item_ids, r.row_deltas, r.row_counts, r.dense_deltas, r.num_samples
     )
@@ -221,8 +213,8 @@ def federate(
         curve.append(point)
         print(f"{label} round {r + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in point.items()
                                                    if k != "round"), flush=True)  # fmt: skip
-    dim = sparse_rows(model).shape[1]
-    dense_bytes = 4 * sum(v.size for v in dense_state(model).values())
+    dim = federated_rows(model).shape[1]
+    dense_bytes = 4 * sum(v.size for v in federated_dense(model).values())
     return {
         "label": label, "rounds": cfg.rounds, "curve": curve,
         "seconds": time.perf_counter() - start,
@@ -303,17 +295,16 @@ def write_outputs(result: dict, out: Path) -> None:
     head = ["run", "rounds", "round chosen on validation", "AUC there", "cold AUC there",
             "tail AUC there", "final AUC", f"AUC at round {early}",
             "submodel / full bytes"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     c = result["central"]
-    lines.append(f"| central (≤ 2 epochs, Adam, early stop on validation) | | | {c['auc']:.4f} | "
-                 f"{c['cold_auc']:.4f} | {c['tail_auc']:.4f} | | | |")  # fmt: skip
+    rows = [["central (≤ 2 epochs, Adam, early stop on validation)", "", "",
+             *(f"{c[k]:.4f}" for k, _ in KEYS), "", "", ""]]  # fmt: skip
     for run in result["runs"]:
         curve = run["curve"]
         pick, last, at = chosen(curve), curve[-1], curve[min(early, len(curve)) - 1]
         scores = [pick["auc"], pick["cold_auc"], pick["tail_auc"], last["auc"], at["auc"]]
-        cells = [run["label"], str(run["rounds"]), str(pick["round"]), *map(fmt, scores),
-                 f"{run['submodel_bytes']:,.0f} / {run['full_bytes']:,.0f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append([run["label"], str(run["rounds"]), str(pick["round"]), *map(fmt, scores),
+                     f"{run['submodel_bytes']:,.0f} / {run['full_bytes']:,.0f}"])  # fmt: skip
+    lines = markdown_table(head, rows)
     lines += ["", *seed_table(result["seeds"]), "", bucket_line(result.get("buckets", {}))]
     (out / "federated.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
@@ -324,15 +315,13 @@ def seed_table(per_seed: list[dict[str, Any]]) -> list[str]:
     gap of each federated run to central training (relative, on overall AUC)."""
     names = ["central", *(k for k in per_seed[0] if k not in ("seed", "central"))]
     head = ["seed", *(f"{n}: AUC / cold / tail" for n in names)]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
 
     def cell(p: dict[str, float]) -> str:
         return " / ".join(f"{p[k]:.4f}" for k, _ in KEYS)
 
-    for row in per_seed:
-        lines.append("| " + " | ".join([str(row["seed"]), *(cell(row[n]) for n in names)]) + " |")
     mean = {n: {k: float(np.mean([r[n][k] for r in per_seed])) for k, _ in KEYS} for n in names}
-    lines.append("| mean | " + " | ".join(cell(mean[n]) for n in names) + " |")
+    rows = [[str(r["seed"]), *(cell(r[n]) for n in names)] for r in per_seed]
+    lines = markdown_table(head, [*rows, ["mean", *(cell(mean[n]) for n in names)]])
     gaps = [f"{n} {100 * (1 - mean[n]['auc'] / mean['central']['auc']):.2f} %" for n in names[1:]]
     return [*lines, "", "Mean gap to central AUC: " + ", ".join(gaps) + "."]
 

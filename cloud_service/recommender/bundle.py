@@ -11,7 +11,7 @@ import onnx
 import scipy.sparse as sp
 import torch
 
-from cloud_service.recommender.din import DinRanker
+from cloud_service.recommender.din import DinRanker, federated_dense, federated_rows
 from cloud_service.registry.bundle import BUNDLE_FILES, FEDERATED, MANIFEST, RANKER_ONNX, TABLES
 from simulator.logs import Impressions
 
@@ -55,19 +55,11 @@ def item_rows(model: DinRanker) -> np.ndarray:
     return emb.numpy().astype(np.float32)
 
 
-# Trained on devices as rows (the sparse part); the per-item bias stays as the cloud trained it.
-SPARSE = ("item_embedding.weight", "item_bias.weight", "item_category")
-
-
 def federated_start(model: DinRanker) -> dict[str, np.ndarray]:
     """The federated model: `rows` = [item embedding | item bias (CTR, CVR)] per item, the row
     layout devices train and push; `dense/<name>` = every other float layer."""
-    state = model.state_dict()
-    rows = torch.cat([state["item_embedding.weight"], state["item_bias.weight"]], dim=1)
-    out = {"rows": rows.detach().numpy().astype(np.float32)}
-    for name, tensor in state.items():
-        if name not in SPARSE and tensor.is_floating_point():
-            out[f"dense/{name}"] = tensor.detach().numpy().astype(np.float32)
+    out = {"rows": federated_rows(model).astype(np.float32)}
+    out.update({f"dense/{n}": a.astype(np.float32) for n, a in federated_dense(model).items()})
     return out
 
 

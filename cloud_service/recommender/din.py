@@ -161,6 +161,20 @@ def esmm_loss(
 # The federated model's layout (cloud_service/recommender/bundle.py: federated_start): a row per
 # item = [item embedding | item bias (CTR, CVR)]; every other float layer is dense, by name.
 FEDERATED_BIAS_COLUMNS = 2
+FEDERATED_ROWS = ("item_embedding.weight", "item_bias.weight")
+
+
+def federated_rows(model: DinRanker) -> np.ndarray:
+    """[item embedding | item bias] per item of `model` (a new array)."""
+    rows = torch.cat([model.item_embedding.weight, model.item_bias.weight], 1)
+    return rows.detach().numpy()
+
+
+def federated_dense(model: DinRanker) -> dict[str, np.ndarray]:
+    """Every other layer of `model` by name (copies): the federated model's dense part."""
+    return {
+        n: p.detach().numpy().copy() for n, p in model.named_parameters() if n not in FEDERATED_ROWS
+    }
 
 
 def config_from_federated(row_dim: int, dense: Mapping[str, np.ndarray], n_items: int) -> DinConfig:

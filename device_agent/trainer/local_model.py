@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cloud_service.recommender.din import DinRanker, esmm_loss, ranker_from_federated
+from cloud_service.recommender.din import (
+    esmm_loss,
+    federated_dense,
+    federated_rows,
+    ranker_from_federated,
+)
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -48,14 +53,6 @@ class LocalResult:
     num_samples: int
 
 
-def _rows(model: DinRanker) -> np.ndarray:
-    return torch.cat([model.item_embedding.weight, model.item_bias.weight], 1).detach().numpy()
-
-
-def _dense(model: DinRanker, names: set[str]) -> dict[str, np.ndarray]:
-    return {n: p.detach().numpy().copy() for n, p in model.named_parameters() if n in names}
-
-
 def train_local(
     item_ids: np.ndarray, rows: np.ndarray, dense: dict[str, np.ndarray],
     categories: np.ndarray, data: dict[str, np.ndarray], cfg: LocalTraining, seed: int = 0,
@@ -64,7 +61,7 @@ def train_local(
     torch.manual_seed(seed)
     pulled = np.asarray(item_ids, dtype=np.int64)
     model = ranker_from_federated(rows, dense, categories)
-    before_rows, before_dense = _rows(model).copy(), _dense(model, set(dense))
+    before_rows, before_dense = federated_rows(model), federated_dense(model)
 
     def local(a: np.ndarray) -> np.ndarray:  # global id → row of the local table (PAD stays)
         idx = np.searchsorted(pulled, np.clip(a, 0, None))
@@ -92,8 +89,8 @@ def train_local(
             opt.step()
     h_np, i_np = tensors[0].numpy(), tensors[1].numpy()
     touched, counts = np.unique(np.concatenate([h_np[h_np >= 0], i_np]), return_counts=True)
-    deltas = (_rows(model) - before_rows)[touched] if n else np.zeros((0, rows.shape[1]))
-    after = _dense(model, set(dense))
+    deltas = (federated_rows(model) - before_rows)[touched] if n else np.zeros((0, rows.shape[1]))
+    after = federated_dense(model)
     return LocalResult(
         pulled[touched], deltas.astype(np.float32), counts.astype(np.int64),
         {k: (after[k] - before_dense[k]).astype(np.float32) for k in dense}, int(n),

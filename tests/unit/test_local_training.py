@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_service.recommender.din import DinConfig, DinRanker, esmm_loss
+from cloud_service.recommender.din import (
+    DinConfig,
+    DinRanker,
+    esmm_loss,
+    federated_dense,
+    federated_rows,
+)
 from device_agent.trainer.local_model import LocalTraining, train_local
 
 N_ITEMS, N_CATS = 40, 4
-SPARSE = ("item_embedding.weight", "item_bias.weight")
 
 
 def full_model() -> tuple[DinRanker, np.ndarray]:
@@ -20,9 +25,7 @@ def full_model() -> tuple[DinRanker, np.ndarray]:
 
 
 def rows_and_dense(model: DinRanker) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    rows = torch.cat([model.item_embedding.weight, model.item_bias.weight], 1)
-    dense = {n: p.detach().numpy().copy() for n, p in model.named_parameters() if n not in SPARSE}
-    return rows.detach().numpy().copy(), dense
+    return federated_rows(model), federated_dense(model)
 
 
 def device_log(rng: np.random.Generator, n: int = 24) -> dict[str, np.ndarray]:
