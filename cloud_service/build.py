@@ -12,8 +12,8 @@ from threadpoolctl import threadpool_limits
 from cloud_service import metrics
 from cloud_service.auth import DeviceAuth
 from cloud_service.federated.build import build_round_config, federated_dims
-from cloud_service.federated.service import FederatedService
-from cloud_service.federated.store import FederatedStore
+from cloud_service.services.federated import FederatedService
+from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
 from cloud_service.registry.bundle import ArtifactIntegrityError, load_bundle

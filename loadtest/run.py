@@ -79,7 +79,7 @@ def seconds(duration: str) -> float:
 
 def prepare_models(args: argparse.Namespace) -> ModelPaths:
     if args.untrained:
-        from localrun.artifacts import write_tiny_artifacts
+        from training.tiny import write_tiny_artifacts
         from simulator.scales import SCALES
 
         dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)

@@ -1,7 +1,7 @@
 """Device agent latency on one thread: decision + re-rank + page, beside bare ONNX Runtime calls.
 
 `python -m localrun.bench_agent --bundle artifacts/ranker/serving --device artifacts/device
- --value-model policy_lab/artifacts/request_value.onnx`
+ --value-model artifacts/policy/request_value.onnx`
 
 The agent's local path (no cloud call) runs in process: close the last page, build the request
 features, run the value model, pace, re-rank the cached pool with the device model, cut the
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, default=Path("artifacts/ranker/serving"))
     ap.add_argument("--device", type=Path, default=Path("artifacts/device"))
     ap.add_argument(
-        "--value-model", type=Path, default=Path("policy_lab/artifacts/request_value.onnx")
+        "--value-model", type=Path, default=Path("artifacts/policy/request_value.onnx")
     )
     ap.add_argument("--steps", type=int, default=3000)
     args = ap.parse_args(argv)

@@ -30,7 +30,7 @@ from simulator.scales import SCALES
 from simulator.world import WorldConfig
 
 SECRET = "demo-secret-0123456789"
-VALUE_MODEL = Path("policy_lab/artifacts/request_value.onnx")
+VALUE_MODEL = Path("artifacts/policy/request_value.onnx")
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
     """World statistics, the ranker's held-out table, then the device and value models."""
-    from cloud_service.recommender import train_device
-    from cloud_service.recommender.artifacts import save_ranker
-    from cloud_service.recommender.train import (
+    from training.reranker import train as train_device
+    from training.ranker.artifacts import save_ranker
+    from training.ranker.train import (
         TrainConfig,
         ctcvr_auc,
         held_out_table,
@@ -95,15 +95,15 @@ def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
     print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}\n", flush=True)
     train_device.run(ranker_dir, args.out / "device", train_device.DeviceTrainConfig(), exp)
     if not VALUE_MODEL.exists():
-        print("\nTraining the request-value model (python -m policy_lab.train) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "policy_lab.train"], check=True)
+        print("\nTraining the request-value model (python -m training.policy.train) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "training.policy.train"], check=True)
     return Models(ranker_dir / "serving", args.out / "device", VALUE_MODEL, cfg)
 
 
 def prepare_models(args: argparse.Namespace) -> Models:
     cfg = replace(SCALES[args.scale], seed=args.seed)
     if args.untrained:
-        from localrun.artifacts import write_tiny_artifacts
+        from training.tiny import write_tiny_artifacts
 
         dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)
         return Models(dirs.bundle, dirs.device, None, replace(SCALES["tiny"], seed=args.seed))
@@ -116,7 +116,7 @@ def prepare_models(args: argparse.Namespace) -> Models:
 
 
 def _trained_on(ranker_dir: Path) -> WorldConfig | None:
-    from cloud_service.recommender.artifacts import read_manifest, world_config
+    from training.ranker.artifacts import read_manifest, world_config
 
     try:
         return world_config(read_manifest(ranker_dir))
@@ -154,8 +154,8 @@ def federated_summary(
     import httpx
     import redis
 
-    from cloud_service.federated.publish import PublishError, publish
-    from cloud_service.federated.store import FederatedStore
+    from training.federated.publish import PublishError, publish
+    from cloud_service.store.federated_redis import FederatedStore
     from cloud_service.store.breaker import Breaker
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10)

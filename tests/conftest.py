@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from localrun.artifacts import ArtifactDirs, write_tiny_artifacts
+from training.tiny import ArtifactDirs, write_tiny_artifacts
 from localrun.redis_server import RedisHandle, running_redis
 
 

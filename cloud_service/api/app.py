@@ -33,8 +33,8 @@ from cloud_service.api.serde import (
 )
 from cloud_service.build import CloudServices
 from cloud_service.errors import BudgetExhausted, InvalidArgument, TandemError, status_of
-from cloud_service.federated.updates import push_from_proto
-from cloud_service.rpc.serde import submodel_to_proto
+from tandem_core.federated.update import push_from_proto
+from cloud_service.wire import submodel_to_proto
 from cloud_service.rpc.servicer import federated
 from protos.tandem.v1 import tandem_pb2 as pb
 

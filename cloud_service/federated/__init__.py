@@ -1,1 +1,1 @@
-"""Federated submodel learning: parameter server, rounds, aggregation, index privacy."""
+"""Federated submodel learning in the cloud: aggregation math, rounds and the aggregator loop."""

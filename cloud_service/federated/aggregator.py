@@ -33,8 +33,8 @@ from cloud_service.federated.robust import (
     trimmed_dense,
 )
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
-from cloud_service.federated.store import FederatedStore, RoundInfo
-from cloud_service.federated.updates import push_from_proto
+from cloud_service.store.federated_redis import FederatedStore, RoundInfo
+from tandem_core.federated.update import push_from_proto
 from protos.tandem.v1 import tandem_pb2 as pb
 
 log = logging.getLogger("aggregator")

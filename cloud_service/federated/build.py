@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cloud_service.federated.rounds import RoundConfig
-from cloud_service.federated.store import FederatedStore
+from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.registry.bundle import load_federated_start
 from cloud_service.settings import CloudSettings
 

@@ -1,1 +1,1 @@
-"""The cloud recommender: retrieval, the DIN ranker with ESMM heads, training and export."""
+"""The cloud recommender at serving time: retrieval and the ONNX ranker."""

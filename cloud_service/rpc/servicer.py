@@ -18,9 +18,9 @@ from cloud_service.errors import (
     Unavailable,
     status_of,
 )
-from cloud_service.federated.service import FederatedService
-from cloud_service.federated.updates import push_from_proto
-from cloud_service.rpc.serde import (
+from cloud_service.services.federated import FederatedService
+from tandem_core.federated.update import push_from_proto
+from cloud_service.wire import (
     events_from_proto,
     query_from_proto,
     ranked_to_proto,

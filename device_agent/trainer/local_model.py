@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cloud_service.recommender.din import (
+from tandem_core.models.din import (
     esmm_loss,
     federated_dense,
     federated_rows,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloud_service.federated.privacy import cover_pulled, epsilon, pad_ids
+from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
 from device_agent.cloud_client import CloudClient, CloudError, Submodel
 from device_agent.trainer.examples import LocalExamples
 from device_agent.trainer.local_model import LocalTraining, train_local
@@ -23,7 +23,7 @@ from protos.vectors import matrix_to_proto, tensor_to_proto
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Randomized-response padding of the pulled id set (see cloud_service/federated/privacy).
+    """Randomized-response padding of the pulled id set (see tandem_core/federated/privacy).
 
     The decoy pool is every item the cloud has sent this device in its lists: the cloud already
     knows the device holds them, so ε bounds what a pull reveals about which of them it actually

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localrun.artifacts import ArtifactDirs
+from training.tiny import ArtifactDirs
 from localrun.processes import start_child
 from localrun.redis_server import free_port
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cloud_service.auth import device_token
-from localrun.artifacts import ArtifactDirs
+from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.e2e
 

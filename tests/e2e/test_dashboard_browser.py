@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from cloud_service.auth import device_token
-from localrun.artifacts import ArtifactDirs
+from training.tiny import ArtifactDirs
 from localrun.processes import start_child
 from localrun.redis_server import free_port
 from tests.e2e.headless_chromium import CHROMIUM, HeadlessChromium

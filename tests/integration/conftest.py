@@ -13,7 +13,7 @@ from cloud_service.settings import CloudSettings
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
 from device_agent.settings import DeviceSettings
-from localrun.artifacts import ArtifactDirs
+from training.tiny import ArtifactDirs
 
 
 def cloud_settings(artifacts: ArtifactDirs, redis_url: str, **overrides: Any) -> CloudSettings:

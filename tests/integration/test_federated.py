@@ -23,8 +23,8 @@ from cloud_service.build import CloudServices
 from cloud_service.federated.aggregate import ClientUpdate, fedsubavg
 from cloud_service.federated.aggregator import Aggregator, Defences
 from cloud_service.federated.build import build_round_config
-from cloud_service.federated.publish import PublishError, publish
-from cloud_service.recommender.din import ranker_from_federated
+from training.federated.publish import PublishError, publish
+from tandem_core.models.din import ranker_from_federated
 from cloud_service.registry.bundle import ServingBundle, load_bundle
 from cloud_service.server import CloudServer
 from protos.tandem.v1 import tandem_pb2 as pb

@@ -13,7 +13,7 @@ from device_agent.inference.models import RerankerSlot
 from device_agent.service import AgentService, AppEvent, InvalidEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.settings import DeviceSettings
-from localrun.artifacts import ArtifactDirs
+from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.unit
 DIM = 40

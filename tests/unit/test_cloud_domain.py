@@ -16,7 +16,7 @@ from cloud_service.api.schemas import EventsBody, RecommendBody
 from cloud_service.api.serde import events_from_body, query_from_body, ranked_to_body
 from cloud_service.auth import DeviceAuth
 from cloud_service.domain import Action, Behavior, Event, RankedList, RecommendQuery
-from cloud_service.rpc.serde import events_from_proto, query_from_proto, ranked_to_proto
+from cloud_service.wire import events_from_proto, query_from_proto, ranked_to_proto
 from cloud_service.services.recommend import merge_recent
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker

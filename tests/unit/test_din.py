@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_service.recommender.artifacts import ArtifactIntegrityError, load_ranker, save_ranker
-from cloud_service.recommender.din import DinConfig, DinRanker, esmm_loss
-from cloud_service.recommender.scoring import DinScorer, rank
-from cloud_service.recommender.train import TrainConfig, train_ranker
+from training.ranker.artifacts import ArtifactIntegrityError, load_ranker, save_ranker
+from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
+from training.ranker.scoring import DinScorer, rank
+from training.ranker.train import TrainConfig, train_ranker
 from simulator.pipeline import build_experiment
 from simulator.world import WorldConfig
 

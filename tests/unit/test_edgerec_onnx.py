@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_service.recommender.device_data import gather_rows, one_hot_actions, step_examples
-from cloud_service.recommender.edgerec import EdgeRecConfig, EdgeReranker
-from cloud_service.recommender.train_device import (
+from training.reranker.data import gather_rows, one_hot_actions, step_examples
+from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
+from training.reranker.train import (
     DeviceTrainConfig,
     train_reranker,
     write_device_artifact,

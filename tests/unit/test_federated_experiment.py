@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud_service.federated.experiment import Buckets, chosen, seed_table
+from training.federated.experiment import Buckets, chosen, seed_table
 
 
 def fake_experiment(items: list[int], clicks: list[int], n_items: int) -> Any:

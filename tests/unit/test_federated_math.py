@@ -19,7 +19,7 @@ from cloud_service.federated.aggregate import (
     submodel_fedavg,
 )
 from cloud_service.federated.aggregator import Defences, aggregate
-from cloud_service.federated.privacy import cover_pulled, epsilon, pad_ids
+from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
 from cloud_service.federated.robust import clip_to_median, clip_update, trimmed_mean, update_norm
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_service.recommender.din import (
+from tandem_core.models.din import (
     DinConfig,
     DinRanker,
     esmm_loss,

@@ -12,7 +12,7 @@ import torch
 
 from device_agent.policy.features import FEATURES
 from device_agent.policy.value import RequestValueModel
-from policy_lab.uplift import FitConfig, export_onnx, fit_mlp
+from training.policy.uplift import FitConfig, export_onnx, fit_mlp
 
 pytestmark = pytest.mark.unit
 

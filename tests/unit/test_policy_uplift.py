@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from policy_lab.uplift import (
+from training.policy.uplift import (
     class_transformation,
     dr_learner,
     fit_mlp,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_service.recommender.bundle import co_click_graph, write_bundle
-from cloud_service.recommender.din import DinConfig, DinRanker
+from training.ranker.bundle import co_click_graph, write_bundle
+from tandem_core.models.din import DinConfig, DinRanker
 from cloud_service.recommender.retrieval import RetrievalConfig
-from cloud_service.recommender.scoring import rank
+from training.ranker.scoring import rank
 from cloud_service.recommender.serving import OnlineRecommender
 from cloud_service.registry.bundle import TABLES, ArtifactIntegrityError, load_bundle
 from simulator.logs import Impressions

@@ -11,7 +11,7 @@ import onnx
 import scipy.sparse as sp
 import torch
 
-from cloud_service.recommender.din import DinRanker, federated_dense, federated_rows
+from tandem_core.models.din import DinRanker, federated_dense, federated_rows
 from cloud_service.registry.bundle import BUNDLE_FILES, FEDERATED, MANIFEST, RANKER_ONNX, TABLES
 from simulator.logs import Impressions
 
@@ -102,7 +102,7 @@ def write_bundle(
 def rebundle(ranker_dir: Path) -> dict[str, object]:
     """Re-export `<ranker_dir>/serving` from the saved ranker, keeping its retrieval tables
     (for bundles written before a file was added to the format)."""
-    from cloud_service.recommender.artifacts import load_ranker
+    from training.ranker.artifacts import load_ranker
 
     model, manifest = load_ranker(ranker_dir)
     out = ranker_dir / "serving"

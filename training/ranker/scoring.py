@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cloud_service.recommender.din import DinRanker
+from tandem_core.models.din import DinRanker
 
 
 def rank(

@@ -1,6 +1,6 @@
 """Pacing over a simulated hour: per-device DualPacer on the ONNX value, optional 429s.
 
-python -m policy_lab.pacing_hour
+python -m training.policy.pacing_hour
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
-from policy_lab.compare import MODEL
-from policy_lab.device import DeviceSession, bench_world, split_users
+from training.policy.compare import MODEL
+from training.policy.device import DeviceSession, bench_world, split_users
 from simulator.logs import STEP_SECONDS
 
 HOUR_STEPS = 3600 // STEP_SECONDS  # 240 feed steps

@@ -1,6 +1,6 @@
 """Trains the DIN ranker on the world's log, early-stopped on the validation split, and saves it.
 
-`python -m cloud_service.recommender.train --out artifacts/ranker [--scale small|default]`
+`python -m training.ranker.train --out artifacts/ranker [--scale small|default]`
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cloud_service.recommender.artifacts import RankerManifest, save_ranker
-from cloud_service.recommender.bundle import write_bundle
-from cloud_service.recommender.din import DinConfig, DinRanker, esmm_loss
-from cloud_service.recommender.scoring import DinScorer, rank
+from training.ranker.artifacts import RankerManifest, save_ranker
+from training.ranker.bundle import write_bundle
+from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
+from training.ranker.scoring import DinScorer, rank
 from simulator.evaluation import TABLE_HEADER, RankerReport
 from simulator.logs import Impressions
 from simulator.metrics import auc

@@ -4,7 +4,7 @@ Logged clicks are biased by the slot an item was shown in, so re-ranking is judg
 held-out sessions instead: at every step the remaining pool is ranked by the cloud order and by
 the device model, and both are scored against the world's position-free click probabilities.
 
-`python -m cloud_service.recommender.eval_device --ranker artifacts/ranker \
+`python -m training.reranker.evaluate --ranker artifacts/ranker \
     --device artifacts/device`
 """
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_service.recommender.artifacts import load_ranker, world_config
-from cloud_service.recommender.bundle import item_rows
-from cloud_service.recommender.device_data import gather_rows, one_hot_actions
-from cloud_service.recommender.din import DinRanker
-from cloud_service.recommender.scoring import rank
-from cloud_service.recommender.train_device import BEHAVIOR_LEN
+from training.ranker.artifacts import load_ranker, world_config
+from training.ranker.bundle import item_rows
+from training.reranker.data import gather_rows, one_hot_actions
+from tandem_core.models.din import DinRanker
+from training.ranker.scoring import rank
+from training.reranker.train import BEHAVIOR_LEN
 from device_agent.inference.reranker import OnnxReranker
 from simulator.cloud import CLICK, ReferenceCloud
 from simulator.metrics import gauc

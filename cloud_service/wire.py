@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
 from cloud_service.errors import InvalidArgument
-from cloud_service.federated.service import Submodel
+from cloud_service.services.federated import Submodel
 from cloud_service.validation import parse_action
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.vectors import matrix_to_proto, tensor_to_proto, vector_from_proto, vector_to_proto

@@ -1,6 +1,6 @@
 """Policy comparison at equal realised request rates on held-out world sessions.
 
-python -m policy_lab.compare --out docs/figures
+python -m training.policy.compare --out docs/figures
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
-from policy_lab.device import BENCH_WORLD, DeviceSession, bench_world, session_plan, split_users
-from policy_lab.policies import BASELINES, Score, value_score
+from training.policy.device import BENCH_WORLD, DeviceSession, bench_world, session_plan, split_users
+from training.policy.policies import BASELINES, Score, value_score
 
 BUDGETS = (0.05, 0.10, 0.20, 0.30, 0.50)
-MODEL = Path("policy_lab/artifacts/request_value.onnx")
+MODEL = Path("artifacts/policy/request_value.onnx")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Federated training of the DIN ranker in the world: FedSubAvg vs FedAvg vs central, per round.
 
-`python -m cloud_service.federated.experiment --scale small --rounds 40 --seeds 0 1 2`
+`python -m training.federated.experiment --scale small --rounds 40 --seeds 0 1 2`
 
 Users are devices. Each round samples devices; each runs the agents' trainer (`train_local`) on
 its own training impressions only (raw behaviour never leaves it), touching only its submodel:
@@ -28,10 +28,10 @@ import torch
 
 from cloud_service.federated.aggregate import ClientUpdate
 from cloud_service.federated.aggregator import Defences, aggregate
-from cloud_service.recommender.din import DinConfig, DinRanker, federated_dense, federated_rows
-from cloud_service.recommender.scoring import rank
-from cloud_service.recommender.train import TrainConfig, train_ranker
-from cloud_service.recommender.train import with_sampled_negatives as with_negatives
+from tandem_core.models.din import DinConfig, DinRanker, federated_dense, federated_rows
+from training.ranker.scoring import rank
+from training.ranker.train import TrainConfig, train_ranker
+from training.ranker.train import with_sampled_negatives as with_negatives
 from device_agent.trainer.local_model import LocalTraining, train_local
 from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment

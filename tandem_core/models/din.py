@@ -158,7 +158,7 @@ def esmm_loss(
     return ctr_loss + ctcvr_loss
 
 
-# The federated model's layout (cloud_service/recommender/bundle.py: federated_start): a row per
+# The federated model's layout (training/ranker/bundle.py: federated_start): a row per
 # item = [item embedding | item bias (CTR, CVR)]; every other float layer is dense, by name.
 FEDERATED_BIAS_COLUMNS = 2
 FEDERATED_ROWS = ("item_embedding.weight", "item_bias.weight")

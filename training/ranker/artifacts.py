@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cloud_service.recommender.din import DinConfig, DinRanker
+from tandem_core.models.din import DinConfig, DinRanker
 from simulator.world import WorldConfig
 
 WEIGHTS = "model.safetensors"

@@ -8,7 +8,7 @@ from multiprocessing import Pool
 import numpy as np
 
 from device_agent.policy.features import request_features
-from policy_lab.device import DeviceSession, bench_world
+from training.policy.device import DeviceSession, bench_world
 from simulator.session import true_uplift
 
 

@@ -1,6 +1,6 @@
 """Trains the EdgeRec device re-ranker on the ranker's embedding rows and exports it to ONNX.
 
-`python -m cloud_service.recommender.train_device --ranker artifacts/ranker --out artifacts/device`
+`python -m training.reranker.train --ranker artifacts/ranker --out artifacts/device`
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import numpy as np
 import onnx
 import torch
 
-from cloud_service.recommender.artifacts import load_ranker, world_config
-from cloud_service.recommender.bundle import item_rows
-from cloud_service.recommender.device_data import (
+from training.ranker.artifacts import load_ranker, world_config
+from training.ranker.bundle import item_rows
+from training.reranker.data import (
     StepExamples,
     gather_rows,
     one_hot_actions,
     step_examples,
 )
-from cloud_service.recommender.din import DinRanker
-from cloud_service.recommender.edgerec import EdgeRecConfig, EdgeReranker
-from cloud_service.recommender.scoring import rank
+from tandem_core.models.din import DinRanker
+from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
+from training.ranker.scoring import rank
 from simulator.metrics import gauc
 from simulator.pipeline import Experiment, build_experiment
 

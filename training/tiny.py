@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from cloud_service.recommender.artifacts import embedding_version
-from cloud_service.recommender.bundle import write_bundle
-from cloud_service.recommender.din import DinConfig, DinRanker
-from cloud_service.recommender.edgerec import EdgeRecConfig, EdgeReranker
-from cloud_service.recommender.train_device import write_device_artifact
+from training.ranker.artifacts import embedding_version
+from training.ranker.bundle import write_bundle
+from tandem_core.models.din import DinConfig, DinRanker
+from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
+from training.reranker.train import write_device_artifact
 from simulator.pipeline import HISTORY_LEN, build_experiment
 from simulator.scales import SCALES
 

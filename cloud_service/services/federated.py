@@ -9,8 +9,8 @@ import numpy as np
 from cloud_service.auth import DeviceAuth
 from cloud_service.errors import InvalidArgument, Unavailable
 from cloud_service.federated.rounds import RoundConfig, staleness_weight
-from cloud_service.federated.store import FederatedStore, RoundInfo
-from cloud_service.federated.updates import ClientPush, check_push, push_to_proto
+from cloud_service.store.federated_redis import FederatedStore, RoundInfo
+from tandem_core.federated.update import ClientPush, check_push, push_to_proto
 from cloud_service.store.base import StoreUnavailable
 
 

@@ -1,6 +1,6 @@
 """Latency of the device decision (features + value ONNX + pacing) beside a bare ONNX call.
 
-python -m policy_lab.latency
+python -m training.policy.latency
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import onnxruntime as ort
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
-from policy_lab.compare import MODEL
-from policy_lab.device import DeviceSession, bench_world
+from training.policy.compare import MODEL
+from training.policy.device import DeviceSession, bench_world
 
 
 def percentiles(samples: list[float]) -> str:

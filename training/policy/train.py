@@ -1,6 +1,6 @@
 """Train and evaluate the request-value estimators and the shift detector; export ours to ONNX.
 
-python -m policy_lab.train --out policy_lab/artifacts
+python -m training.policy.train --out artifacts/policy
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from device_agent.policy.features import FEATURES
-from policy_lab.device import BENCH_WORLD, session_plan, split_users
-from policy_lab.logs import UpliftLog, collect
-from policy_lab.uplift import (
+from training.policy.device import BENCH_WORLD, session_plan, split_users
+from training.policy.logs import UpliftLog, collect
+from training.policy.uplift import (
     Scorer,
     ValueMLP,
     class_transformation,
@@ -81,7 +81,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default="policy_lab/artifacts")
+    ap.add_argument("--out", default="artifacts/policy")
     ap.add_argument("--train-sessions", type=int, default=600)
     ap.add_argument("--test-sessions", type=int, default=250)
     ap.add_argument("--rollouts", type=int, default=8)

@@ -1,4 +1,4 @@
-"""`python -m cloud_service.federated.publish --out DIR`: the federated model as a serving bundle.
+"""`python -m training.federated.publish --out DIR`: the federated model as a serving bundle.
 
 Reads the global federated model from Redis (every item row, the dense layers and the version,
 in one MULTI), loads it into the DIN and writes a new bundle next to the one the cloud serves:
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from cloud_service.federated.store import FederatedStore
-from cloud_service.recommender.bundle import export_din
-from cloud_service.recommender.din import ranker_from_federated
+from cloud_service.store.federated_redis import FederatedStore
+from training.ranker.bundle import export_din
+from tandem_core.models.din import ranker_from_federated
 from cloud_service.registry.bundle import (
     BUNDLE_FILES,
     FEDERATED,

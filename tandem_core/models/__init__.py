@@ -1,0 +1,1 @@
+"""Model definitions shared by cloud training, device training and export (torch)."""

@@ -1,0 +1,1 @@
+"""Federated training offline: FedSubAvg vs FedAvg vs central experiment, publishing the federated model."""

@@ -1,0 +1,1 @@
+"""The device re-ranker (EdgeRec): distillation from the cloud ranker, ONNX export, evaluation."""
