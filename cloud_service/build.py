@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
 
 import redis
 from threadpoolctl import threadpool_limits
 
-from cloud_service import metrics
 from cloud_service.auth import DeviceAuth
 from cloud_service.federated.build import build_round_config, federated_dims
-from cloud_service.services.federated import FederatedService
-from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
 from cloud_service.registry.bundle import ArtifactIntegrityError, load_bundle
 from cloud_service.registry.device_models import DeviceModelRegistry
+from cloud_service.services.container import CloudServices, Readiness
 from cloud_service.services.device_models import DeviceModelService
 from cloud_service.services.events import EventService
+from cloud_service.services.federated import FederatedService
 from cloud_service.services.recommend import RecommendLimits, RecommendService
 from cloud_service.services.rows import RowService
 from cloud_service.settings import CloudSettings
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker
+from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.store.keys import Keys
 from cloud_service.store.memory import MemoryBudget
 from cloud_service.store.redis_store import (
@@ -37,34 +35,6 @@ from cloud_service.store.redis_store import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Readiness:
-    """Ready = models loaded and not shutting down; Redis down makes it `degraded`, not unready:
-    every replica shares the same Redis, so pulling them all out of rotation would serve no one."""
-
-    store: RedisStore
-    shutting_down: threading.Event = field(default_factory=threading.Event)
-
-    def check(self) -> tuple[bool, dict[str, str]]:
-        redis_ok = self.store.ping()
-        metrics.REDIS_UP.set(1 if redis_ok else 0)
-        if self.shutting_down.is_set():
-            return False, {"status": "shutting_down", "redis": "up" if redis_ok else "down"}
-        return True, {"status": "ready" if redis_ok else "degraded",
-                      "redis": "up" if redis_ok else "down"}  # fmt: skip
-
-
-@dataclass
-class CloudServices:
-    settings: CloudSettings
-    recommend: RecommendService
-    events: EventService
-    device_models: DeviceModelService
-    readiness: Readiness
-    auth: DeviceAuth
-    federated: FederatedService | None = None  # None while Redis was down at start-up
 
 
 def build_store(settings: CloudSettings, client: redis.Redis | None = None) -> RedisStore:

@@ -1,8 +1,10 @@
-"""Domain errors and the one table that maps them to gRPC status codes and HTTP statuses."""
+"""Domain errors and the one table both transports map them through: gRPC status name, HTTP status.
+
+The table holds the status *names* (grpc.StatusCode members by name), so the domain layer does
+not import the transport library; rpc/ turns a name into its grpc.StatusCode.
+"""
 
 from __future__ import annotations
-
-import grpc
 
 
 class TandemError(Exception):
@@ -33,27 +35,23 @@ class Unavailable(TandemError):
     """A dependency needed to do this durably is down (e.g. Redis for events); retry later."""
 
 
-class Unimplemented(TandemError):
-    """The call exists in the contract but not yet in this service."""
-
-
 class DeadlineExceeded(TandemError):
     """The caller's deadline passed before the work could start."""
 
 
-STATUS: dict[type[TandemError], tuple[grpc.StatusCode, int]] = {
-    InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 422),
-    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
-    NotFound: (grpc.StatusCode.NOT_FOUND, 404),
-    BudgetExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
-    Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
-    Unimplemented: (grpc.StatusCode.UNIMPLEMENTED, 501),
-    DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+STATUS: dict[type[TandemError], tuple[str, int]] = {
+    InvalidArgument: ("INVALID_ARGUMENT", 422),
+    Unauthenticated: ("UNAUTHENTICATED", 401),
+    NotFound: ("NOT_FOUND", 404),
+    BudgetExhausted: ("RESOURCE_EXHAUSTED", 429),
+    Unavailable: ("UNAVAILABLE", 503),
+    DeadlineExceeded: ("DEADLINE_EXCEEDED", 504),
 }
 
 
-def status_of(error: TandemError) -> tuple[grpc.StatusCode, int]:
+def status_of(error: TandemError) -> tuple[str, int]:
+    """(gRPC status name, HTTP status) of a domain error; INTERNAL / 500 for anything unmapped."""
     for cls in type(error).__mro__:
         if cls in STATUS:
             return STATUS[cls]
-    return grpc.StatusCode.INTERNAL, 500
+    return "INTERNAL", 500

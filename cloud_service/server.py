@@ -11,8 +11,8 @@ from types import FrameType
 import uvicorn
 
 from cloud_service.api.app import create_app
-from cloud_service.build import CloudServices
 from cloud_service.rpc.server import GrpcServer, build_grpc_server
+from cloud_service.services.container import CloudServices
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,4 +1,8 @@
-"""Protobuf messages <-> domain types for the gRPC transport (the one place they meet)."""
+"""Protobuf messages <-> domain types: the one place they meet in the cloud.
+
+The gRPC transport uses every function; REST uses the federated ones, whose bodies are the same
+messages in proto3 JSON (bytes as base64).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from cloud_service.services.federated import Submodel
 from cloud_service.validation import parse_action
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.vectors import matrix_to_proto, tensor_to_proto, vector_from_proto, vector_to_proto
+from tandem_core.federated import update as update_codec
+from tandem_core.federated.update import InvalidUpdate, ModelUpdate
 
 
 def query_from_proto(req: pb.RecommendRequest) -> RecommendQuery:
@@ -62,3 +68,11 @@ def submodel_to_proto(sub: Submodel) -> pb.PullResponse:
         round_id=rnd.round_id if rnd else "", selected=sub.selected,
         deadline_ms=rnd.deadline_ms if rnd else 0,
     )  # fmt: skip
+
+
+def update_from_proto(msg: pb.PushRequest) -> ModelUpdate:
+    """The push decoded once, at the edge; the service checks it and stores its encoding."""
+    try:
+        return update_codec.from_proto(msg)
+    except InvalidUpdate as exc:
+        raise InvalidArgument(str(exc)) from None

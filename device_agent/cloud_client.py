@@ -12,6 +12,8 @@ from protos.auth import TOKEN_HEADER
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from protos.vectors import matrix_from_proto, tensor_from_proto, vector_from_proto
+from tandem_core.federated import update as update_codec
+from tandem_core.federated.update import ModelUpdate
 
 # gRPC retries transparently within the caller's deadline (never past it).
 SERVICE_CONFIG = json.dumps({
@@ -155,10 +157,11 @@ class CloudClient:
             r.selected,
         )  # fmt: skip
 
-    def push_update(self, push: pb.PushRequest, timeout_s: float) -> tuple[bool, str]:
+    def push_update(self, update: ModelUpdate, timeout_s: float) -> tuple[bool, str]:
         """(accepted, reason); accepted means durably stored by the cloud."""
+        msg = update_codec.to_proto(update)
         try:
-            r = self.stub.PushUpdate(push, metadata=self._meta(push.device_id), timeout=timeout_s)
+            r = self.stub.PushUpdate(msg, metadata=self._meta(update.device_id), timeout=timeout_s)
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return r.accepted, r.reason

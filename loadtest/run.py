@@ -79,8 +79,8 @@ def seconds(duration: str) -> float:
 
 def prepare_models(args: argparse.Namespace) -> ModelPaths:
     if args.untrained:
-        from training.tiny import write_tiny_artifacts
         from simulator.scales import SCALES
+        from training.tiny import write_tiny_artifacts
 
         dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)
         return ModelPaths(dirs.bundle, dirs.device, None, SCALES["tiny"], "tiny")

@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", type=Path, default=Path("artifacts/ranker/serving"))
     ap.add_argument("--device", type=Path, default=Path("artifacts/device"))
-    ap.add_argument(
-        "--value-model", type=Path, default=Path("artifacts/policy/request_value.onnx")
-    )
+    ap.add_argument("--value-model", type=Path, default=Path("artifacts/policy/request_value.onnx"))
     ap.add_argument("--steps", type=int, default=3000)
     args = ap.parse_args(argv)
 

@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
     """World statistics, the ranker's held-out table, then the device and value models."""
-    from training.reranker import train as train_device
+    from simulator.evaluation import TABLE_HEADER
+    from simulator.pipeline import build_experiment
     from training.ranker.artifacts import save_ranker
     from training.ranker.train import (
         TrainConfig,
@@ -71,8 +72,7 @@ def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
         save_serving_bundle,
         train_ranker,
     )
-    from simulator.evaluation import TABLE_HEADER
-    from simulator.pipeline import build_experiment
+    from training.reranker import train as train_device
 
     progress = sys.stderr.isatty()
     exp = build_experiment(cfg, progress=progress)
@@ -95,7 +95,9 @@ def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
     print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}\n", flush=True)
     train_device.run(ranker_dir, args.out / "device", train_device.DeviceTrainConfig(), exp)
     if not VALUE_MODEL.exists():
-        print("\nTraining the request-value model (python -m training.policy.train) ...", flush=True)
+        print(
+            "\nTraining the request-value model (python -m training.policy.train) ...", flush=True
+        )
         subprocess.run([sys.executable, "-m", "training.policy.train"], check=True)
     return Models(ranker_dir / "serving", args.out / "device", VALUE_MODEL, cfg)
 
@@ -154,9 +156,9 @@ def federated_summary(
     import httpx
     import redis
 
-    from training.federated.publish import PublishError, publish
-    from cloud_service.store.federated_redis import FederatedStore
     from cloud_service.store.breaker import Breaker
+    from cloud_service.store.federated_redis import FederatedStore
+    from training.federated.publish import PublishError, publish
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
     store = FederatedStore(client, "demo", Breaker(1.0))

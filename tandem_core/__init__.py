@@ -1,1 +1,1 @@
-"""What both processes run, free of grpc, fastapi and redis: models, the federated update, privacy math, the artifact format."""
+"""What both processes run (no grpc, fastapi, redis): models, federated update, privacy, artifacts."""

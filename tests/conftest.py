@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from training.tiny import ArtifactDirs, write_tiny_artifacts
 from localrun.redis_server import RedisHandle, running_redis
+from training.tiny import ArtifactDirs, write_tiny_artifacts
 
 
 @pytest.fixture(scope="session")

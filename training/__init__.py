@@ -1,1 +1,1 @@
-"""Offline training, export, publishing and experiments (torch; the `train` extra). No runtime package imports it."""
+"""Offline training, export, publishing and experiments (torch); no runtime package imports it."""

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from training.ranker.artifacts import embedding_version
-from training.ranker.bundle import write_bundle
-from tandem_core.models.din import DinConfig, DinRanker
-from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
-from training.reranker.train import write_device_artifact
 from simulator.pipeline import HISTORY_LEN, build_experiment
 from simulator.scales import SCALES
+from tandem_core.models.din import DinConfig, DinRanker
+from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
+from training.ranker.artifacts import embedding_version
+from training.ranker.bundle import write_bundle
+from training.reranker.train import write_device_artifact
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,9 @@ from cloud_service.api.serde import (
     query_from_body,
     ranked_to_body,
 )
-from cloud_service.build import CloudServices
 from cloud_service.errors import BudgetExhausted, InvalidArgument, TandemError, status_of
-from tandem_core.federated.update import push_from_proto
-from cloud_service.wire import submodel_to_proto
-from cloud_service.rpc.servicer import federated
+from cloud_service.services.container import CloudServices
+from cloud_service.wire import submodel_to_proto, update_from_proto
 from protos.tandem.v1 import tandem_pb2 as pb
 
 Token = Annotated[str | None, Header(alias="x-device-token")]
@@ -49,7 +47,7 @@ def observed(method: str) -> Iterator[None]:
     try:
         yield
     except TandemError as exc:
-        code = status_of(exc)[0].name
+        code = status_of(exc)[0]
         raise
     finally:
         metrics.REQUESTS.labels(method, "rest", code).inc()
@@ -68,9 +66,9 @@ def proto_from_json(body: dict[str, Any], message: M) -> M:
 
 def error_response(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TandemError)
-    grpc_code, http_status = status_of(exc)
+    status_name, http_status = status_of(exc)
     headers = {}
-    body = {"error": grpc_code.name, "detail": str(exc)}
+    body = {"error": status_name, "detail": str(exc)}
     if isinstance(exc, BudgetExhausted):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         body["retry_after_ms"] = str(int(exc.retry_after_s * 1000) + 1)
@@ -111,7 +109,7 @@ def create_app(services: CloudServices) -> FastAPI:
     def pull_submodel(body: dict[str, Any], x_device_token: Token = None) -> dict[str, Any]:
         with observed("PullSubmodel"):
             req = proto_from_json(body, pb.PullRequest())
-            sub = federated(services).pull(
+            sub = services.require_federated().pull(
                 req.device_id, req.round_id, list(req.item_ids), x_device_token
             )
             return json_format.MessageToDict(submodel_to_proto(sub))
@@ -119,8 +117,8 @@ def create_app(services: CloudServices) -> FastAPI:
     @app.post("/v1/submodel/push")
     def push_update(body: dict[str, Any], x_device_token: Token = None) -> dict[str, Any]:
         with observed("PushUpdate"):
-            push = push_from_proto(proto_from_json(body, pb.PushRequest()))
-            receipt = federated(services).push(push, x_device_token)
+            push = update_from_proto(proto_from_json(body, pb.PushRequest()))
+            receipt = services.require_federated().push(push, x_device_token)
             return {"accepted": receipt.accepted, "reason": receipt.reason,
                     "stream_entry_id": receipt.entry_id}  # fmt: skip
 

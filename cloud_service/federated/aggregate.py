@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ClientUpdate:
-    device_id: str
-    item_ids: np.ndarray  # (n,) int64, unique
-    row_deltas: np.ndarray  # (n, dim) float32
-    row_counts: np.ndarray  # (n,) local samples that touched each row
-    dense_deltas: dict[str, np.ndarray] = field(default_factory=dict)
-    num_samples: int = 1
+from tandem_core.federated.update import ModelUpdate
 
 
-def fedavg_dense(updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray]:
+def fedavg_dense(updates: Sequence[ModelUpdate]) -> dict[str, np.ndarray]:
     """Sample-weighted mean of dense deltas (McMahan et al., "Communication-Efficient Learning
     of Deep Networks from Decentralized Data", AISTATS 2017)."""
     total: dict[str, np.ndarray] = {}
@@ -32,7 +23,7 @@ def fedavg_dense(updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray]:
 
 
 def _row_sums(
-    updates: Sequence[ClientUpdate], dim: int, weight_of: str
+    updates: Sequence[ModelUpdate], dim: int, weight_of: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(ids, Σ w·delta, Σ w over holders, number of holders) per touched row."""
     ids = np.unique(np.concatenate([u.item_ids for u in updates] or [np.empty(0, np.int64)]))
@@ -53,7 +44,7 @@ def _row_sums(
     return ids, sums, weights, holders
 
 
-def submodel_fedavg(updates: Sequence[ClientUpdate], dim: int) -> tuple[np.ndarray, np.ndarray]:
+def submodel_fedavg(updates: Sequence[ModelUpdate], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Plain FedAvg over submodels: every participant counts, a device without row m adds a
     zero delta, so rows few devices hold are averaged towards zero (the cold-row shrinkage
     FedSubAvg corrects)."""
@@ -65,7 +56,7 @@ def submodel_fedavg(updates: Sequence[ClientUpdate], dim: int) -> tuple[np.ndarr
 
 
 def fedsubavg(
-    updates: Sequence[ClientUpdate], dim: int, max_correction: float = math.inf
+    updates: Sequence[ModelUpdate], dim: int, max_correction: float = math.inf
 ) -> tuple[np.ndarray, np.ndarray]:
     """FedSubAvg (Ding et al., "Federated Submodel Optimization for Hot and Cold Data
     Features", NeurIPS 2022): row m is averaged only over the devices that hold it, each weighted
@@ -90,8 +81,8 @@ def fedsubavg(
 
 
 def fedlaavg_merge(
-    latest: Mapping[str, ClientUpdate], fresh: Sequence[ClientUpdate]
-) -> dict[str, ClientUpdate]:
+    latest: Mapping[str, ModelUpdate], fresh: Sequence[ModelUpdate]
+) -> dict[str, ModelUpdate]:
     """FedLaAvg's memory (Yan et al., "Distributed Non-Convex Optimization with Sublinear
     Speedup under Intermittent Client Availability", 2020): every device's latest update, the
     round's fresh ones replacing theirs. The server averages the merged set every round, so a

@@ -14,12 +14,11 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from cloud_service.federated.aggregate import (
-    ClientUpdate,
     fedavg_dense,
     fedlaavg_merge,
     fedsubavg,
@@ -34,8 +33,8 @@ from cloud_service.federated.robust import (
 )
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
 from cloud_service.store.federated_redis import FederatedStore, RoundInfo
-from tandem_core.federated.update import push_from_proto
-from protos.tandem.v1 import tandem_pb2 as pb
+from tandem_core.federated import update as update_codec
+from tandem_core.federated.update import InvalidUpdate, ModelUpdate
 
 log = logging.getLogger("aggregator")
 GROUP = "aggregators"
@@ -52,7 +51,7 @@ class Defences:
 
 
 def aggregate(
-    updates: list[ClientUpdate], dim: int, d: Defences
+    updates: list[ModelUpdate], dim: int, d: Defences
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(row ids, row delta, dense delta) of one round under the configured defences."""
     if d.clip_norm > 0:
@@ -77,11 +76,11 @@ class Aggregator:
     name: str
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng())
     lease_ms: int = 5000
-    buffer: dict[str, pb.PushRequest] = field(default_factory=dict)  # entry id -> push
+    buffer: dict[str, ModelUpdate] = field(default_factory=dict)  # entry id -> push, decoded
     claimed: bool = False
     # FedLaAvg's memory, in this process: after a restart it starts empty (plain FedSubAvg
     # until every device has pushed again); nothing acknowledged is lost, only the reuse.
-    latest: dict[str, ClientUpdate] = field(default_factory=dict)
+    latest: dict[str, ModelUpdate] = field(default_factory=dict)
     last_round: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
 
@@ -115,7 +114,11 @@ class Aggregator:
                 and current.state == "open"
                 and fields["round"].decode() == current.round_id
             ):
-                self.buffer[entry_id] = pb.PushRequest.FromString(fields["push"])
+                try:  # the one decode of a stored push (the service checked it before storing)
+                    self.buffer[entry_id] = update_codec.decode(fields["push"])
+                except InvalidUpdate:
+                    log.warning("entry %s undecodable; dropped", entry_id)
+                    stray.append(entry_id)
             else:
                 stray.append(entry_id)
         self.store.ack(GROUP, stray)
@@ -145,14 +148,13 @@ class Aggregator:
         pushes = list(self.buffer.items())
         version = self.store.version()
         updates = []
-        for _, msg in pushes:
-            p = push_from_proto(msg)
+        for _, p in pushes:
             w = staleness_weight(version, p.base_version, self.cfg)
             if w is None:
                 continue
-            updates.append(ClientUpdate(
-                p.device_id, p.item_ids, p.row_deltas * w, p.row_counts,
-                {n: d * w for n, d in p.dense_deltas.items()}, p.num_samples,
+            updates.append(replace(
+                p, row_deltas=p.row_deltas * w,
+                dense_deltas={n: d * w for n, d in p.dense_deltas.items()},
             ))  # fmt: skip
         entry_ids = [e for e, _ in pushes]
         if len({u.device_id for u in updates}) >= rnd.quorum:

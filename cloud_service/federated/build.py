@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from cloud_service.federated.rounds import RoundConfig
-from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.registry.bundle import load_federated_start
 from cloud_service.settings import CloudSettings
+from cloud_service.store.federated_redis import FederatedStore
 
 
 def build_round_config(s: CloudSettings) -> RoundConfig:

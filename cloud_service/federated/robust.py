@@ -7,15 +7,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from cloud_service.federated.aggregate import ClientUpdate
+from tandem_core.federated.update import ModelUpdate
 
 
-def update_norm(u: ClientUpdate) -> float:
+def update_norm(u: ModelUpdate) -> float:
     dense = sum(float(np.sum(d.astype(np.float64) ** 2)) for d in u.dense_deltas.values())
     return float(np.sqrt(np.sum(u.row_deltas.astype(np.float64) ** 2) + dense))
 
 
-def clip_update(u: ClientUpdate, max_norm: float) -> ClientUpdate:
+def clip_update(u: ModelUpdate, max_norm: float) -> ModelUpdate:
     """Scale the whole update (rows and dense) down to L2 norm `max_norm` (Sun et al., "Can You
     Really Backdoor Federated Learning?", 2019); smaller updates pass unchanged."""
     norm = update_norm(u)
@@ -28,7 +28,7 @@ def clip_update(u: ClientUpdate, max_norm: float) -> ClientUpdate:
     )  # fmt: skip
 
 
-def clip_to_median(updates: Sequence[ClientUpdate]) -> list[ClientUpdate]:
+def clip_to_median(updates: Sequence[ModelUpdate]) -> list[ModelUpdate]:
     """Clip every update to the round's median update norm: an adaptive bound (clipping to a
     norm quantile, Andrew et al., "Differentially Private Learning with Adaptive Clipping",
     NeurIPS 2021) that a minority of scaled updates cannot move, and that needs no tuning to
@@ -40,7 +40,7 @@ def clip_to_median(updates: Sequence[ClientUpdate]) -> list[ClientUpdate]:
 
 
 def rows_with_contributors(
-    updates: Sequence[ClientUpdate], ids: np.ndarray, minimum: int
+    updates: Sequence[ModelUpdate], ids: np.ndarray, minimum: int
 ) -> np.ndarray:
     """Mask of `ids` held by at least `minimum` devices: rarer rows stay unchanged this round
     (one device alone cannot move a row, and its row set is less exposed)."""
@@ -61,7 +61,7 @@ def trimmed_mean(values: np.ndarray, trim: float) -> np.ndarray:
     return ordered[k : n - k].mean(axis=0)
 
 
-def trimmed_dense(updates: Sequence[ClientUpdate], trim: float) -> dict[str, np.ndarray]:
+def trimmed_dense(updates: Sequence[ModelUpdate], trim: float) -> dict[str, np.ndarray]:
     names = sorted({n for u in updates for n in u.dense_deltas})
     return {
         n: trimmed_mean(

@@ -10,21 +10,19 @@ import grpc
 
 from cloud_service import metrics
 from cloud_service.auth import TOKEN_HEADER
-from cloud_service.build import CloudServices
 from cloud_service.errors import (
     BudgetExhausted,
     DeadlineExceeded,
     TandemError,
-    Unavailable,
     status_of,
 )
-from cloud_service.services.federated import FederatedService
-from tandem_core.federated.update import push_from_proto
+from cloud_service.services.container import CloudServices
 from cloud_service.wire import (
     events_from_proto,
     query_from_proto,
     ranked_to_proto,
     submodel_to_proto,
+    update_from_proto,
 )
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
@@ -51,7 +49,7 @@ def handle(method: str, context: grpc.ServicerContext, call: Callable[[], T]) ->
             raise DeadlineExceeded("deadline too close to start the work")
         return call()
     except TandemError as exc:
-        code, _ = status_of(exc)
+        code = grpc.StatusCode[status_of(exc)[0]]
         if isinstance(exc, BudgetExhausted):
             retry_ms = str(int(exc.retry_after_s * 1000) + 1)
             context.set_trailing_metadata(((RETRY_AFTER_MS, retry_ms),))
@@ -104,7 +102,7 @@ class TandemServicer(pb_grpc.TandemServicer):
         self, request: pb.PullRequest, context: grpc.ServicerContext
     ) -> pb.PullResponse:
         def call() -> pb.PullResponse:
-            sub = federated(self.s).pull(
+            sub = self.s.require_federated().pull(
                 request.device_id, request.round_id, list(request.item_ids), token_of(context)
             )
             return submodel_to_proto(sub)
@@ -113,15 +111,9 @@ class TandemServicer(pb_grpc.TandemServicer):
 
     def PushUpdate(self, request: pb.PushRequest, context: grpc.ServicerContext) -> pb.PushResponse:
         def call() -> pb.PushResponse:
-            receipt = federated(self.s).push(push_from_proto(request), token_of(context))
+            receipt = self.s.require_federated().push(update_from_proto(request), token_of(context))
             return pb.PushResponse(
                 accepted=receipt.accepted, reason=receipt.reason, stream_entry_id=receipt.entry_id
             )
 
         return handle("PushUpdate", context, call)
-
-
-def federated(services: CloudServices) -> FederatedService:
-    if services.federated is None:
-        raise Unavailable("federated learning is not available on this replica")
-    return services.federated

@@ -9,9 +9,10 @@ import numpy as np
 from cloud_service.auth import DeviceAuth
 from cloud_service.errors import InvalidArgument, Unavailable
 from cloud_service.federated.rounds import RoundConfig, staleness_weight
-from cloud_service.store.federated_redis import FederatedStore, RoundInfo
-from tandem_core.federated.update import ClientPush, check_push, push_to_proto
 from cloud_service.store.base import StoreUnavailable
+from cloud_service.store.federated_redis import FederatedStore, RoundInfo
+from tandem_core.federated import update as update_codec
+from tandem_core.federated.update import InvalidUpdate, ModelUpdate, UpdateLimits
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class FederatedService:
     ) -> None:
         self.auth, self.store, self.cfg = auth, store, cfg
         self.n_items, self.dim, self.dense_shapes = n_items, dim, dense_shapes
+        self.limits = UpdateLimits(n_items, dim, dense_shapes, cfg.max_rows_per_device)
 
     def pull(
         self, device_id: str, round_id: str, item_ids: list[int], token: str | None
@@ -72,14 +74,17 @@ class FederatedService:
         selected = open_round is not None and device_id in open_round.selected
         return Submodel(ids, rows, dense, version, open_round, selected)
 
-    def push(self, push: ClientPush, token: str | None) -> PushReceipt:
+    def push(self, push: ModelUpdate, token: str | None) -> PushReceipt:
         """Validated, then appended to the durable stream; acknowledged only once stored."""
         self.auth.verify(push.device_id, token)
-        check_push(push, self.n_items, self.dim, self.dense_shapes, self.cfg.max_rows_per_device)
+        try:
+            update_codec.check(push, self.limits)
+        except InvalidUpdate as exc:
+            raise InvalidArgument(str(exc)) from None
         try:
             if staleness_weight(self.store.version(), push.base_version, self.cfg) is None:
                 return PushReceipt(False, "stale", "")
-            payload = push_to_proto(push).SerializeToString()
+            payload = update_codec.encode(push)
             outcome, entry = self.store.push(push.update_id, push.round_id, push.device_id, payload)
         except StoreUnavailable as exc:
             raise Unavailable("update stream unavailable; not stored, retry") from exc

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tandem_core.federated.update import ModelUpdate
 from tandem_core.models.din import (
     esmm_loss,
     federated_dense,
@@ -44,20 +45,12 @@ class LocalTraining:
             )
 
 
-@dataclass(frozen=True)
-class LocalResult:
-    item_ids: np.ndarray  # rows the training touched (global ids)
-    row_deltas: np.ndarray  # (n, dim)
-    row_counts: np.ndarray  # (n,) impressions that touched each row
-    dense_deltas: dict[str, np.ndarray]
-    num_samples: int
-
-
 def train_local(
     item_ids: np.ndarray, rows: np.ndarray, dense: dict[str, np.ndarray],
     categories: np.ndarray, data: dict[str, np.ndarray], cfg: LocalTraining, seed: int = 0,
-) -> LocalResult:  # fmt: skip
-    """ESMM loss on the device's impressions; deltas of the touched rows and the dense layers."""
+) -> ModelUpdate:  # fmt: skip
+    """ESMM loss on the device's impressions: an update of the touched rows and the dense layers
+    (no device, round or privacy fields yet: the participant fills them in)."""
     torch.manual_seed(seed)
     pulled = np.asarray(item_ids, dtype=np.int64)
     model = ranker_from_federated(rows, dense, categories)
@@ -91,7 +84,7 @@ def train_local(
     touched, counts = np.unique(np.concatenate([h_np[h_np >= 0], i_np]), return_counts=True)
     deltas = (federated_rows(model) - before_rows)[touched] if n else np.zeros((0, rows.shape[1]))
     after = federated_dense(model)
-    return LocalResult(
-        pulled[touched], deltas.astype(np.float32), counts.astype(np.int64),
+    return ModelUpdate(
+        "", pulled[touched], deltas.astype(np.float32), counts.astype(np.int64),
         {k: (after[k] - before_dense[k]).astype(np.float32) for k in dense}, int(n),
     )  # fmt: skip

@@ -9,21 +9,19 @@ update id until the cloud says it is stored (a duplicate is applied once).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
 from device_agent.cloud_client import CloudClient, CloudError, Submodel
 from device_agent.trainer.examples import LocalExamples
 from device_agent.trainer.local_model import LocalTraining, train_local
-from protos.tandem.v1 import tandem_pb2 as pb
-from protos.vectors import matrix_to_proto, tensor_to_proto
+from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """Randomized-response padding of the pulled id set (see tandem_core/federated/privacy).
+    """Randomized-response padding of the pulled id set (see tandem_core/federated/privacy.py).
 
     The decoy pool is every item the cloud has sent this device in its lists: the cloud already
     knows the device holds them, so ε bounds what a pull reveals about which of them it actually
@@ -102,24 +100,18 @@ class Participant:
         _, deltas, counts = cover_pulled(
             pulled, result.item_ids, result.row_deltas, result.row_counts
         )
-        eps = epsilon(p, q)
-        push = pb.PushRequest(
-            device_id=device_id, round_id=sub.round_id, update_id=uuid.uuid4().hex,
-            base_version=sub.base_version, item_ids=pulled.tolist(),
-            row_deltas=matrix_to_proto(deltas), row_sample_counts=counts.tolist(),
-            dense_deltas=[tensor_to_proto(n, a) for n, a in sorted(result.dense_deltas.items())],
-            num_samples=result.num_samples,
-            privacy=pb.PrivacyReport(
-                epsilon=eps, keep_prob=p, decoy_prob=q, decoy_pool_size=len(decoy_pool)
-            ),
+        update = replace(
+            result, device_id=device_id, round_id=sub.round_id, update_id=uuid.uuid4().hex,
+            base_version=sub.base_version, item_ids=pulled, row_deltas=deltas, row_counts=counts,
+            epsilon=epsilon(p, q), keep_prob=p, decoy_prob=q, decoy_pool_size=len(decoy_pool),
         )  # fmt: skip
         for attempt in range(self.push_attempts):
             try:
-                accepted, reason = self.cloud.push_update(push, self.timeout_s)
+                accepted, reason = self.cloud.push_update(update, self.timeout_s)
                 break
             except CloudError:
                 if attempt == self.push_attempts - 1:
                     raise
         if not accepted:
             return RoundOutcome(device_id, f"refused:{reason}")
-        return RoundOutcome(device_id, "pushed", len(pulled), result.num_samples, eps)
+        return RoundOutcome(device_id, "pushed", len(pulled), result.num_samples, update.epsilon)

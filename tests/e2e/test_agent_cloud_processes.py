@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from training.tiny import ArtifactDirs
 from localrun.processes import start_child
 from localrun.redis_server import free_port
+from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-secret-0123456789"

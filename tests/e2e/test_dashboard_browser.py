@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from cloud_service.auth import device_token
-from training.tiny import ArtifactDirs
 from localrun.processes import start_child
 from localrun.redis_server import free_port
 from tests.e2e.headless_chromium import CHROMIUM, HeadlessChromium
+from training.tiny import ArtifactDirs
 
 pytestmark = [
     pytest.mark.e2e,

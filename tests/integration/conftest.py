@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from cloud_service.build import CloudServices, build_services
+from cloud_service.build import build_services
 from cloud_service.server import CloudServer
+from cloud_service.services.container import CloudServices
 from cloud_service.settings import CloudSettings
 from device_agent.build import build_agent
 from device_agent.server import AgentServer

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cloud_service.api.dashboard import DashboardStats
-from cloud_service.build import CloudServices
+from cloud_service.services.container import CloudServices
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
 from device_agent.settings import DeviceSettings

@@ -19,18 +19,19 @@ import pytest
 import redis
 import torch
 
-from cloud_service.build import CloudServices
-from cloud_service.federated.aggregate import ClientUpdate, fedsubavg
+from cloud_service.federated.aggregate import fedsubavg
 from cloud_service.federated.aggregator import Aggregator, Defences
 from cloud_service.federated.build import build_round_config
-from training.federated.publish import PublishError, publish
-from tandem_core.models.din import ranker_from_federated
 from cloud_service.registry.bundle import ServingBundle, load_bundle
 from cloud_service.server import CloudServer
+from cloud_service.services.container import CloudServices
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from protos.vectors import matrix_from_proto, matrix_to_proto
+from tandem_core.federated.update import ModelUpdate
+from tandem_core.models.din import ranker_from_federated
 from tests.integration.conftest import StartCloud
+from training.federated.publish import PublishError, publish
 
 pytestmark = pytest.mark.integration
 DIM = 34  # a federated row: item embedding (32) | item bias (CTR, CVR)
@@ -101,7 +102,7 @@ def test_round_life_cycle_applies_fedsubavg(start_cloud: StartCloud) -> None:
         deltas = rng.normal(0, 0.1, size=(len(ids), dim)).astype(np.float32)
         reply = p.push(info.round_id, info.base_version, ids, deltas, counts=[2] * len(ids))
         assert reply.accepted and reply.stream_entry_id
-        pushed.append(ClientUpdate(p.device_id, np.array(ids), deltas, np.full(len(ids), 2)))
+        pushed.append(ModelUpdate(p.device_id, np.array(ids), deltas, np.full(len(ids), 2)))
     assert agg.step(block_ms=50) == "applied"  # everyone answered: no need to wait
     ids, delta = fedsubavg(pushed, dim)
     after = rows_of(phones[0], [1, 2, 3])

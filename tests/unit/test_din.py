@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from training.ranker.artifacts import ArtifactIntegrityError, load_ranker, save_ranker
-from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
-from training.ranker.scoring import DinScorer, rank
-from training.ranker.train import TrainConfig, train_ranker
 from simulator.pipeline import build_experiment
 from simulator.world import WorldConfig
+from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
+from training.ranker.artifacts import ArtifactIntegrityError, load_ranker, save_ranker
+from training.ranker.scoring import DinScorer, rank
+from training.ranker.train import TrainConfig, train_ranker
 
 pytestmark = pytest.mark.unit
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from training.reranker.data import gather_rows, one_hot_actions, step_examples
+from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker
+from simulator.pipeline import build_experiment
+from simulator.world import WorldConfig
 from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
+from training.reranker.data import gather_rows, one_hot_actions, step_examples
 from training.reranker.train import (
     DeviceTrainConfig,
     train_reranker,
     write_device_artifact,
 )
-from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker
-from simulator.pipeline import build_experiment
-from simulator.world import WorldConfig
 
 pytestmark = pytest.mark.unit
 

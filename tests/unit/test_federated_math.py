@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud_service.federated.aggregate import (
-    ClientUpdate,
     fedavg_dense,
     fedlaavg_merge,
     fedsubavg,
@@ -19,17 +18,18 @@ from cloud_service.federated.aggregate import (
     submodel_fedavg,
 )
 from cloud_service.federated.aggregator import Defences, aggregate
-from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
 from cloud_service.federated.robust import clip_to_median, clip_update, trimmed_mean, update_norm
+from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
+from tandem_core.federated.update import ModelUpdate
 
 pytestmark = pytest.mark.unit
 DIM = 3
 
 
-def update(seed: int, ids: list[int], n: int | None = None) -> ClientUpdate:
+def update(seed: int, ids: list[int], n: int | None = None) -> ModelUpdate:
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 5, size=len(ids))
-    return ClientUpdate(
+    return ModelUpdate(
         f"d{seed}", np.array(ids, dtype=np.int64),
         rng.normal(size=(len(ids), DIM)).astype(np.float32), counts,
         {"w": rng.normal(size=(2, 2)).astype(np.float32)}, n or int(counts.max(initial=1)),
@@ -77,7 +77,7 @@ def test_fedsubavg_is_fedavg_when_every_device_holds_every_row(n_dev: int, seed:
     updates = []
     for d in range(n_dev):
         n = int(rng.integers(1, 9))  # counts equal to num_samples: the same weights
-        updates.append(ClientUpdate(
+        updates.append(ModelUpdate(
             f"d{d}", np.array(ids), rng.normal(size=(4, DIM)).astype(np.float32),
             np.full(4, n), {}, n,
         ))  # fmt: skip
@@ -87,9 +87,9 @@ def test_fedsubavg_is_fedavg_when_every_device_holds_every_row(n_dev: int, seed:
 
 
 def test_fedsubavg_does_not_shrink_cold_rows_as_fedavg_does() -> None:
-    hot = [ClientUpdate(f"d{i}", np.array([0]), np.ones((1, DIM), np.float32), np.array([1]), {}, 1)
+    hot = [ModelUpdate(f"d{i}", np.array([0]), np.ones((1, DIM), np.float32), np.array([1]), {}, 1)
            for i in range(9)]  # fmt: skip
-    cold = ClientUpdate(
+    cold = ModelUpdate(
         "c", np.array([0, 1]), np.ones((2, DIM), np.float32), np.array([1, 1]), {}, 1
     )
     _, sub = fedsubavg([*hot, cold], DIM)
@@ -123,7 +123,7 @@ def test_trimmed_mean_ignores_a_few_outliers(good: list[float], bad: list[float]
 
 def test_defences_stop_a_scaled_attacker() -> None:
     honest = [
-        ClientUpdate(
+        ModelUpdate(
             f"h{i}",
             np.array([0]),
             np.full((1, DIM), 0.1, np.float32),
@@ -133,7 +133,7 @@ def test_defences_stop_a_scaled_attacker() -> None:
         )
         for i in range(9)
     ]
-    evil = ClientUpdate("evil", np.array([0]), np.full((1, DIM), -100.0, np.float32),
+    evil = ModelUpdate("evil", np.array([0]), np.full((1, DIM), -100.0, np.float32),
                         np.array([1]), {"w": np.full(2, -100.0, np.float32)}, 1)  # fmt: skip
     _, plain, dense_plain = aggregate([*honest, evil], DIM, Defences())
     _, safe, dense_safe = aggregate([*honest, evil], DIM, Defences(clip_norm=0.5, trim=0.1))
@@ -179,7 +179,7 @@ def test_fedlaavg_keeps_each_device_latest_update(
 ) -> None:
     first = [update(seed + i, ids) for i, ids in enumerate(sets)]
     fresh = [update(seed + 500 + i, ids) for i, ids in enumerate(sets[:split])]
-    fresh = [ClientUpdate(f"d{seed + i}", u.item_ids, u.row_deltas, u.row_counts,
+    fresh = [ModelUpdate(f"d{seed + i}", u.item_ids, u.row_deltas, u.row_counts,
                           u.dense_deltas, u.num_samples) for i, u in enumerate(fresh)]  # fmt: skip
     merged = fedlaavg_merge(fedlaavg_merge({}, first), fresh)
     assert sorted(merged) == sorted(u.device_id for u in first)  # absent devices still count

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from device_agent.trainer.local_model import LocalTraining, train_local
 from tandem_core.models.din import (
     DinConfig,
     DinRanker,
@@ -13,7 +14,6 @@ from tandem_core.models.din import (
     federated_dense,
     federated_rows,
 )
-from device_agent.trainer.local_model import LocalTraining, train_local
 
 N_ITEMS, N_CATS = 40, 4
 

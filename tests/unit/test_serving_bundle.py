@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.ranker.bundle import co_click_graph, write_bundle
-from tandem_core.models.din import DinConfig, DinRanker
 from cloud_service.recommender.retrieval import RetrievalConfig
-from training.ranker.scoring import rank
 from cloud_service.recommender.serving import OnlineRecommender
 from cloud_service.registry.bundle import TABLES, ArtifactIntegrityError, load_bundle
 from simulator.logs import Impressions
+from tandem_core.models.din import DinConfig, DinRanker
+from training.ranker.bundle import co_click_graph, write_bundle
+from training.ranker.scoring import rank
 
 pytestmark = pytest.mark.unit
 N_ITEMS = 300

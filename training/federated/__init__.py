@@ -1,1 +1,1 @@
-"""Federated training offline: FedSubAvg vs FedAvg vs central experiment, publishing the federated model."""
+"""Federated training offline: FedSubAvg / FedAvg / central experiment, publishing the model."""

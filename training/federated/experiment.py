@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from cloud_service.federated.aggregate import ClientUpdate
 from cloud_service.federated.aggregator import Defences, aggregate
-from tandem_core.models.din import DinConfig, DinRanker, federated_dense, federated_rows
-from training.ranker.scoring import rank
-from training.ranker.train import TrainConfig, train_ranker
-from training.ranker.train import with_sampled_negatives as with_negatives
 from device_agent.trainer.local_model import LocalTraining, train_local
 from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment
 from simulator.scales import SCALES
 from simulator.tables import markdown_table
+from tandem_core.federated.update import ModelUpdate
+from tandem_core.models.din import DinConfig, DinRanker, federated_dense, federated_rows
+from training.ranker.scoring import rank
+from training.ranker.train import TrainConfig, train_ranker
+from training.ranker.train import with_sampled_negatives as with_negatives
 
 KEYS = (("auc", "held-out AUC"), ("cold_auc", "cold items"), ("tail_auc", "tail items"))
 METRICS = ("auc", "cold_auc", "tail_auc", "valid_auc")
@@ -81,7 +81,7 @@ def tensors(exp: Experiment, idx: np.ndarray) -> list[torch.Tensor]:
 def local_update(
     model: DinRanker, data: list[torch.Tensor], cfg: FedConfig, seed: int, device_id: str,
     lr: float, categories: np.ndarray,
-) -> ClientUpdate:  # fmt: skip
+) -> ModelUpdate:  # fmt: skip
     """The device's own step (device_agent.trainer.train_local, the code the agents run): pull
     the rows its data touches and the dense layers, train, return the deltas."""
     arrays = dict(zip(("history", "item", "position", "click", "purchase"),
@@ -91,9 +91,7 @@ def local_update(
     rows = federated_rows(model)[ids]
     training = LocalTraining(cfg.local_epochs, lr, cfg.batch_size, cfg.client_opt)
     r = train_local(ids, rows, federated_dense(model), categories[ids], arrays, training, seed)
-    return ClientUpdate(
-        device_id, r.item_ids, r.row_deltas, r.row_counts, r.dense_deltas, r.num_samples
-    )
+    return replace(r, device_id=device_id)
 
 
 def apply(

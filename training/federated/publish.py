@@ -23,9 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from cloud_service.store.federated_redis import FederatedStore
-from training.ranker.bundle import export_din
-from tandem_core.models.din import ranker_from_federated
 from cloud_service.registry.bundle import (
     BUNDLE_FILES,
     FEDERATED,
@@ -36,6 +33,9 @@ from cloud_service.registry.bundle import (
     load_federated_start,
     read_manifest,
 )
+from cloud_service.store.federated_redis import FederatedStore
+from tandem_core.models.din import ranker_from_federated
+from training.ranker.bundle import export_din
 
 
 class PublishError(RuntimeError):

@@ -16,7 +16,13 @@ import numpy as np
 
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
-from training.policy.device import BENCH_WORLD, DeviceSession, bench_world, session_plan, split_users
+from training.policy.device import (
+    BENCH_WORLD,
+    DeviceSession,
+    bench_world,
+    session_plan,
+    split_users,
+)
 from training.policy.policies import BASELINES, Score, value_score
 
 BUDGETS = (0.05, 0.10, 0.20, 0.30, 0.50)

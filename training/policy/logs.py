@@ -8,8 +8,8 @@ from multiprocessing import Pool
 import numpy as np
 
 from device_agent.policy.features import request_features
-from training.policy.device import DeviceSession, bench_world
 from simulator.session import true_uplift
+from training.policy.device import DeviceSession, bench_world
 
 
 @dataclass(frozen=True)

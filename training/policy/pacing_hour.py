@@ -12,9 +12,9 @@ import numpy as np
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
+from simulator.logs import STEP_SECONDS
 from training.policy.compare import MODEL
 from training.policy.device import DeviceSession, bench_world, split_users
-from simulator.logs import STEP_SECONDS
 
 HOUR_STEPS = 3600 // STEP_SECONDS  # 240 feed steps
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from device_agent.policy.features import FEATURES
+from simulator.metrics import auc, auuc, gauc, true_uplift_auuc
+from simulator.tables import markdown_table
 from training.policy.device import BENCH_WORLD, session_plan, split_users
 from training.policy.logs import UpliftLog, collect
 from training.policy.uplift import (
@@ -26,8 +28,6 @@ from training.policy.uplift import (
     s_learner,
     t_learner,
 )
-from simulator.metrics import auc, auuc, gauc, true_uplift_auuc
-from simulator.tables import markdown_table
 
 P = (0.3, 0.08)  # refresh probabilities of the exploration logs, cycled over sessions
 STEPS = FEATURES.index("steps_since_refresh")

@@ -1,1 +1,1 @@
-"""The cloud ranker: DIN training on logs, held-out evaluation, weights and serving-bundle export."""
+"""The cloud ranker: DIN training on logs, held-out evaluation, weights and bundle export."""

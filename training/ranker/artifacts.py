@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tandem_core.models.din import DinConfig, DinRanker
 from simulator.world import WorldConfig
+from tandem_core.models.din import DinConfig, DinRanker
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"

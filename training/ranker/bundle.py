@@ -11,9 +11,9 @@ import onnx
 import scipy.sparse as sp
 import torch
 
-from tandem_core.models.din import DinRanker, federated_dense, federated_rows
 from cloud_service.registry.bundle import BUNDLE_FILES, FEDERATED, MANIFEST, RANKER_ONNX, TABLES
 from simulator.logs import Impressions
+from tandem_core.models.din import DinRanker, federated_dense, federated_rows
 
 
 def export_din(model: DinRanker, path: Path) -> None:

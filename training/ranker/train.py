@@ -14,10 +14,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.ranker.artifacts import RankerManifest, save_ranker
-from training.ranker.bundle import write_bundle
-from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
-from training.ranker.scoring import DinScorer, rank
 from simulator.evaluation import TABLE_HEADER, RankerReport
 from simulator.logs import Impressions
 from simulator.metrics import auc
@@ -29,6 +25,10 @@ from simulator.pipeline import (
     evaluate_all,
 )
 from simulator.scales import SCALES
+from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
+from training.ranker.artifacts import RankerManifest, save_ranker
+from training.ranker.bundle import write_bundle
+from training.ranker.scoring import DinScorer, rank
 
 
 @dataclass(frozen=True)

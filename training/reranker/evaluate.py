@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from training.ranker.artifacts import load_ranker, world_config
-from training.ranker.bundle import item_rows
-from training.reranker.data import gather_rows, one_hot_actions
-from tandem_core.models.din import DinRanker
-from training.ranker.scoring import rank
-from training.reranker.train import BEHAVIOR_LEN
 from device_agent.inference.reranker import OnnxReranker
 from simulator.cloud import CLICK, ReferenceCloud
 from simulator.metrics import gauc
 from simulator.session import SessionState, feed_step, start_session
 from simulator.world import World
+from tandem_core.models.din import DinRanker
+from training.ranker.artifacts import load_ranker, world_config
+from training.ranker.bundle import item_rows
+from training.ranker.scoring import rank
+from training.reranker.data import gather_rows, one_hot_actions
+from training.reranker.train import BEHAVIOR_LEN
 
 
 @dataclass

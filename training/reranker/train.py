@@ -17,19 +17,19 @@ import numpy as np
 import onnx
 import torch
 
+from simulator.metrics import gauc
+from simulator.pipeline import Experiment, build_experiment
+from tandem_core.models.din import DinRanker
+from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
 from training.ranker.artifacts import load_ranker, world_config
 from training.ranker.bundle import item_rows
+from training.ranker.scoring import rank
 from training.reranker.data import (
     StepExamples,
     gather_rows,
     one_hot_actions,
     step_examples,
 )
-from tandem_core.models.din import DinRanker
-from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
-from training.ranker.scoring import rank
-from simulator.metrics import gauc
-from simulator.pipeline import Experiment, build_experiment
 
 BEHAVIOR_LEN = 30
 ONNX_FILE = "reranker.onnx"
