@@ -1,1 +1,1 @@
-"""What both processes run (no grpc, fastapi, redis): models, federated update, privacy, artifacts."""
+"""What both processes run (no grpc, fastapi, redis): models, federated update, artifacts."""
