@@ -33,7 +33,8 @@ protos: $(STAMP)
 	$(PY) -m protos.generate
 
 bench: $(STAMP)
-	$(PY) -m simulator.bench_baselines
+	$(PY) -m localrun.bench_cloud
+	$(PY) -m localrun.bench_agent
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache artifacts

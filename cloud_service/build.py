@@ -18,8 +18,7 @@ from cloud_service.services.device_models import DeviceModelService
 from cloud_service.services.events import EventService
 from cloud_service.services.federated import FederatedService
 from cloud_service.services.recommend import RecommendLimits, RecommendService
-from cloud_service.services.rows import RowService
-from cloud_service.settings import CloudSettings
+from cloud_service.settings import CloudSettings, ModelSettings, RequestSettings, StoreSettings
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker
 from cloud_service.store.federated_redis import FederatedStore
@@ -28,7 +27,6 @@ from cloud_service.store.memory import MemoryBudget
 from cloud_service.store.redis_store import (
     RedisBudget,
     RedisEventLog,
-    RedisRowCache,
     RedisSessions,
     RedisStore,
     build_redis,
@@ -37,76 +35,81 @@ from cloud_service.store.redis_store import (
 log = logging.getLogger(__name__)
 
 
-def build_store(settings: CloudSettings, client: redis.Redis | None = None) -> RedisStore:
+def build_store(s: StoreSettings, client: redis.Redis | None = None) -> RedisStore:
     client = client or build_redis(
-        settings.redis_url, settings.redis_socket_timeout_s, settings.redis_retries
+        s.redis_url, socket_timeout_s=s.redis_socket_timeout_s, retries=s.redis_retries
     )
-    return RedisStore(client, Keys(settings.key_prefix), Breaker(settings.redis_open_circuit_s))
+    return RedisStore(client, Keys(prefix=s.key_prefix), Breaker(open_s=s.redis_open_circuit_s))
 
 
-def build_recommender(settings: CloudSettings) -> OnlineRecommender:
+def build_recommender(s: ModelSettings) -> OnlineRecommender:
     retrieval = RetrievalConfig(
-        n_embedding=settings.n_embedding,
-        n_cooccurrence=settings.n_cooccurrence,
-        n_popular=settings.n_popular,
+        n_embedding=s.n_embedding, n_cooccurrence=s.n_cooccurrence, n_popular=s.n_popular
     )
     # One BLAS thread per request thread, for the whole process: measured, retrieval's
     # 100k-row matmul took 6 ms with OpenBLAS threads fighting request threads for 2 cores,
     # 0.3 ms with one. Concurrency comes from serving several requests at once.
-    threadpool_limits(limits=settings.blas_threads)
-    bundle = load_bundle(settings.bundle_dir)
-    return OnlineRecommender(bundle, retrieval, settings.purchase_weight, settings.onnx_threads)
+    threadpool_limits(limits=s.blas_threads)
+    bundle = load_bundle(s.bundle_dir)
+    return OnlineRecommender(
+        bundle, retrieval, purchase_weight=s.purchase_weight, threads=s.onnx_threads
+    )
 
 
 def build_federated(
     s: CloudSettings, store: RedisStore, auth: DeviceAuth, n_items: int
 ) -> FederatedService | None:
-    fl = FederatedStore(store.client, s.key_prefix, store.breaker)
+    fl = FederatedStore(store.client, s.store.key_prefix, store.breaker)
     try:
-        dim, shapes = federated_dims(s, fl)
+        dim, shapes = federated_dims(s.models.bundle_dir, fl)
     except (StoreUnavailable, ArtifactIntegrityError) as exc:
         log.warning("federated learning off: %s", exc)
         return None  # serving goes on; Pull/Push answer UNAVAILABLE
-    return FederatedService(auth, fl, n_items, dim, shapes, build_round_config(s))
+    return FederatedService(auth, fl, n_items, dim, shapes, build_round_config(s.federated))
+
+
+def build_limits(s: RequestSettings) -> RecommendLimits:
+    return RecommendLimits(
+        max_k=s.max_k, max_recent=s.max_recent, max_exclude=s.max_exclude,
+        session_recent_len=s.session_recent_len, session_served_len=s.session_served_len,
+        exclude_served=s.exclude_served,
+    )  # fmt: skip
+
+
+def build_recommend(
+    s: CloudSettings, store: RedisStore, auth: DeviceAuth, recommender: OnlineRecommender
+) -> RecommendService:
+    budget = s.budget
+    return RecommendService(
+        auth=auth,
+        recommender=recommender,
+        sessions=RedisSessions(store, ttl_s=s.store.session_ttl_s),
+        budget=RedisBudget(store, rate=budget.rate, burst=budget.burst),
+        fallback_budget=MemoryBudget(
+            rate=budget.rate * budget.local_share, burst=budget.burst * budget.local_share
+        ),
+        limits=build_limits(s.requests),
+    )
 
 
 def build_services(settings: CloudSettings, store: RedisStore | None = None) -> CloudServices:
-    store = store or build_store(settings)
-    auth = DeviceAuth(settings.auth_secret.get_secret_value().encode())
-    recommender = build_recommender(settings)
-    s = settings
-    recommend = RecommendService(
-        auth=auth,
-        recommender=recommender,
-        rows=RowService(
-            recommender.bundle,
-            RedisRowCache(store, s.embedding_shards, s.embedding_batch, s.embedding_ttl_s),
-        ),
-        sessions=RedisSessions(store, s.session_ttl_s),
-        budget=RedisBudget(store, s.budget_rate, s.budget_burst),
-        fallback_budget=MemoryBudget(
-            s.budget_rate * s.budget_local_share, s.budget_burst * s.budget_local_share
-        ),
-        limits=RecommendLimits(
-            s.max_k,
-            s.max_recent,
-            s.max_exclude,
-            s.session_recent_len,
-            s.session_served_len,
-            s.exclude_served,
-        ),
-    )
+    store = store or build_store(settings.store)
+    auth = DeviceAuth(settings.requests.auth_secret.get_secret_value().encode())
+    recommender = build_recommender(settings.models)
+    n_items = recommender.bundle.n_items
     return CloudServices(
-        federated=build_federated(settings, store, auth, recommender.bundle.n_items),
+        federated=build_federated(settings, store, auth, n_items),
         settings=settings,
-        recommend=recommend,
+        recommend=build_recommend(settings, store, auth, recommender),
         events=EventService(
             auth,
-            RedisEventLog(store, s.events_stream_maxlen),
-            recommender.bundle.n_items,
-            s.max_events,
+            RedisEventLog(store, maxlen=settings.store.events_stream_maxlen),
+            n_items,
+            max_events=settings.requests.max_events,
         ),
-        device_models=DeviceModelService(auth, DeviceModelRegistry(s.device_model_dir)),
+        device_models=DeviceModelService(
+            auth, DeviceModelRegistry(settings.models.device_model_dir)
+        ),
         readiness=Readiness(store),
         auth=auth,
     )

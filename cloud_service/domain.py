@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
 
+from protos.actions import Action
 
-class Action(IntEnum):
-    """Funnel actions; the numbers are the protobuf enum's."""
-
-    EXPOSURE = 1
-    CLICK = 2
-    PURCHASE = 3
+__all__ = [
+    "Action",
+    "Behavior",
+    "BudgetDecision",
+    "Event",
+    "RankedList",
+    "RecommendQuery",
+    "Session",
+]
 
 
 @dataclass(frozen=True)

@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from cloud_service.build import build_services
 from cloud_service.server import CloudServer
-from cloud_service.settings import CloudSettings
+from cloud_service.settings import load_settings
 
 log = logging.getLogger("cloud_service")
-
-
-def build_settings() -> CloudSettings:
-    try:
-        return CloudSettings()
-    except ValidationError as exc:
-        sys.exit(f"invalid CLOUD_* settings:\n{exc}")
 
 
 def announce(server: CloudServer, ports_file: Path | None) -> None:
@@ -37,12 +27,13 @@ def announce(server: CloudServer, ports_file: Path | None) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = build_settings()
+    settings = load_settings()
     services = build_services(settings)
-    server = CloudServer(services, settings.host, settings.grpc_port, settings.http_port)
+    t = settings.transport
+    server = CloudServer(services, t.host, t.grpc_port, t.http_port)
     # uvicorn re-raises the signal it caught after shutting down; this makes that a clean exit
     signal.signal(signal.SIGTERM, lambda *_: server.drain())
-    server.serve_forever(on_ready=lambda: announce(server, settings.ports_file))
+    server.serve_forever(on_ready=lambda: announce(server, t.ports_file))
     log.info("cloud_service stopped")
     return 0
 

@@ -13,9 +13,6 @@ LATENCY = Histogram(
     ["method", "transport"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
 )  # fmt: skip
-EMBEDDING_ROWS = Counter(
-    "tandem_cloud_embedding_rows_total", "Embedding rows read, by cache outcome", ["outcome"]
-)
 BUDGET = Counter(
     "tandem_cloud_budget_decisions_total", "Recommend calls by budget decision", ["decision"]
 )

@@ -38,7 +38,7 @@ class CloudServer:
         self.http_socket.bind((host, http_port))
         config = uvicorn.Config(
             create_app(services), log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=max(1, int(services.settings.shutdown_grace_s)),
+            timeout_graceful_shutdown=max(1, int(services.settings.transport.shutdown_grace_s)),
         )  # fmt: skip
         self.http = DrainingServer(config, self.drain)
         self._thread: threading.Thread | None = None
@@ -68,7 +68,7 @@ class CloudServer:
         self.http_socket.listen(2048)  # uvicorn listens again with its own backlog; harmless
         on_ready()
         self.http.run(sockets=[self.http_socket])
-        self.grpc.server.stop(self.services.settings.shutdown_grace_s).wait()
+        self.grpc.server.stop(self.services.settings.transport.shutdown_grace_s).wait()
 
     def start(self) -> None:
         """Background mode (tests, benchmarks): returns once both servers accept."""

@@ -1,20 +1,40 @@
-"""Typed settings of the cloud service (`CLOUD_*` environment variables), validated at start-up."""
+"""Typed settings of the cloud service (`CLOUD_*` environment variables), validated at start-up.
+
+Grouped by concern, `CloudSettings.<group>`; each group reads its own prefix, so the variables
+stay the flat names deploy/ and the tools set (`CLOUD_FL_ROUND_S` is `federated.round_s`):
+
+- `transport` (`CLOUD_*`): host, ports, gRPC workers, message and body limits, ports file,
+  shutdown grace
+- `models` (`CLOUD_*`): serving bundle, device models, runtime threads, retrieval sizes, the
+  purchase weight of the score
+- `store` (`CLOUD_*`): Redis URL, key prefix, deadline, retries, breaker, session TTL, stream
+- `budget` (`CLOUD_BUDGET_*`): the Recommend token bucket shared by all replicas
+- `requests` (`CLOUD_*`): the device tokens' secret, what a request may ask, what a session keeps
+- `dashboard` (`CLOUD_DASHBOARD_*`): the live dashboard's agents, their deadline, the window
+- `federated` (`CLOUD_FL_*`): rounds and robust aggregation
+- `aggregator` (`CLOUD_AGGREGATOR_*`): the aggregator process's name and heartbeat file
+
+Built once in main by `load_settings()` and passed in; never read at import time.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tandem_core.settings import load_settings as load_groups
 
-class CloudSettings(BaseSettings):
-    """Built once in main and passed to every part; never read at import time."""
 
-    model_config = SettingsConfigDict(env_prefix="CLOUD_", frozen=True)
+def group_config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True)
 
-    # transports
+
+class TransportSettings(BaseSettings):
+    model_config = group_config("CLOUD_")
+
     host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535)
     http_port: int = Field(8080, ge=0, le=65535)
@@ -25,52 +45,45 @@ class CloudSettings(BaseSettings):
     shutdown_grace_s: float = Field(5.0, ge=0)
     ports_file: Path | None = None  # where to write the bound ports as JSON (for port 0)
 
-    # models
+
+class ModelSettings(BaseSettings):
+    model_config = group_config("CLOUD_")
+
     bundle_dir: Path = Path("artifacts/ranker/serving")
     device_model_dir: Path = Path("artifacts/device")
     onnx_threads: int = Field(1, ge=1, le=64)
     blas_threads: int = Field(1, ge=1, le=64)
+    purchase_weight: float = Field(1.0, ge=0)  # score = pCTR + w · pCTCVR
+    n_embedding: int = Field(200, ge=0)  # candidates per retrieval source (RetrievalConfig)
+    n_cooccurrence: int = Field(100, ge=0)
+    n_popular: int = Field(50, ge=1)
 
-    # Redis
+
+class StoreSettings(BaseSettings):
+    model_config = group_config("CLOUD_")
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("tandem", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     redis_socket_timeout_s: float = Field(0.25, gt=0)
     redis_retries: int = Field(2, ge=0, le=10)
     redis_open_circuit_s: float = Field(1.0, ge=0)  # skip Redis this long after a failure
     session_ttl_s: int = Field(1800, ge=1)
-    embedding_shards: int = Field(8, ge=1, le=4096)  # measured: 8 shards 0.45 ms, 64 1.1 ms
-    embedding_batch: int = Field(256, ge=1, le=10_000)  # fields per HMGET
-    embedding_ttl_s: int = Field(86_400, ge=1)
     events_stream_maxlen: int = Field(1_000_000, ge=1)
 
-    # budget: a token bucket shared by all replicas
-    budget_rate: float = Field(200.0, gt=0)  # Recommend calls per second, all replicas together
-    budget_burst: float = Field(400.0, ge=1)
-    budget_local_share: float = Field(1.0, gt=0, le=1)  # of the rate, per replica, if Redis is down
 
-    # live dashboard (GET /dashboard): agents' base URLs as a JSON list, polled for their answers
-    dashboard_agents: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]] = []
-    dashboard_agent_timeout_s: float = Field(0.2, gt=0, le=5)  # per agent, all polled at once
-    dashboard_window_s: float = Field(5.0, gt=0, le=600)  # rates and quantiles over this window
+class BudgetSettings(BaseSettings):
+    """A token bucket shared by all replicas."""
 
-    # federated learning (the parameter server in every replica; rounds in the aggregator)
-    fl_devices_per_round: int = Field(20, ge=1)
-    fl_over_select: float = Field(0.3, ge=0)
-    fl_quorum_share: float = Field(0.5, gt=0, le=1)
-    fl_round_s: float = Field(30.0, gt=0)
-    fl_staleness_bound: int = Field(2, ge=0)
-    fl_staleness_decay: float = Field(0.5, gt=0, le=1)
-    fl_max_rows: int = Field(2000, ge=1)
-    fl_algorithm: Literal["fedsubavg", "fedavg", "fedlaavg"] = "fedsubavg"
-    fl_clip_norm: float = Field(0.0, ge=0)  # 0 = no clipping
-    fl_clip_median: bool = False  # clip each update to the round's median norm (adaptive)
-    fl_max_correction: float = Field(0.0, ge=0)  # cap of FedSubAvg's N / N_m; 0 = uncapped
-    fl_min_contributors: int = Field(1, ge=1)
-    fl_trim: float = Field(0.0, ge=0, lt=0.5)  # trimmed-mean share per side for dense; 0 = off
-    aggregator_name: str = Field("aggregator-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    aggregator_heartbeat: Path | None = None  # touched every loop turn (container healthcheck)
+    model_config = group_config("CLOUD_BUDGET_")
 
-    # requests
+    rate: float = Field(200.0, gt=0)  # Recommend calls per second, all replicas together
+    burst: float = Field(400.0, ge=1)
+    local_share: float = Field(1.0, gt=0, le=1)  # of the rate, per replica, if Redis is down
+
+
+class RequestSettings(BaseSettings):
+    model_config = group_config("CLOUD_")
+
     auth_secret: SecretStr = SecretStr("dev-only-secret-change-me")
     max_k: int = Field(200, ge=1, le=2000)
     max_recent: int = Field(200, ge=1, le=10_000)
@@ -79,7 +92,66 @@ class CloudSettings(BaseSettings):
     session_recent_len: int = Field(50, ge=1)
     session_served_len: int = Field(400, ge=0)
     exclude_served: bool = False  # see RecommendLimits.exclude_served
-    purchase_weight: float = Field(1.0, ge=0)  # score = pCTR + w · pCTCVR
-    n_embedding: int = Field(200, ge=0)
-    n_cooccurrence: int = Field(100, ge=0)
-    n_popular: int = Field(50, ge=1)
+
+
+class DashboardSettings(BaseSettings):
+    """GET /dashboard: agents' base URLs as a JSON list, polled for their answers."""
+
+    model_config = group_config("CLOUD_DASHBOARD_")
+
+    agents: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]] = []
+    agent_timeout_s: float = Field(0.2, gt=0, le=5)  # per agent, all polled at once
+    window_s: float = Field(5.0, gt=0, le=600)  # rates and quantiles over this window
+
+
+class FederatedSettings(BaseSettings):
+    """The parameter server in every replica; the rounds in the aggregator."""
+
+    model_config = group_config("CLOUD_FL_")
+
+    devices_per_round: int = Field(20, ge=1)
+    over_select: float = Field(0.3, ge=0)
+    quorum_share: float = Field(0.5, gt=0, le=1)
+    round_s: float = Field(30.0, gt=0)
+    staleness_bound: int = Field(2, ge=0)
+    staleness_decay: float = Field(0.5, gt=0, le=1)
+    max_rows: int = Field(2000, ge=1)
+    algorithm: Literal["fedsubavg", "fedavg", "fedlaavg"] = "fedsubavg"
+    clip_norm: float = Field(0.0, ge=0)  # 0 = no clipping
+    clip_median: bool = False  # clip each update to the round's median norm (adaptive)
+    max_correction: float = Field(0.0, ge=0)  # cap of FedSubAvg's N / N_m; 0 = uncapped
+    min_contributors: int = Field(1, ge=1)
+    trim: float = Field(0.0, ge=0, lt=0.5)  # trimmed-mean share per side for dense; 0 = off
+
+
+class AggregatorSettings(BaseSettings):
+    model_config = group_config("CLOUD_AGGREGATOR_")
+
+    name: str = Field("aggregator-0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    heartbeat: Path | None = None  # touched every loop turn (container healthcheck)
+
+
+class CloudSettings(BaseModel):
+    """Every group; `CloudSettings()` reads them all from the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    requests: RequestSettings = Field(default_factory=RequestSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    federated: FederatedSettings = Field(default_factory=FederatedSettings)
+    aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
+
+    @property
+    def http_max_body_bytes(self) -> int:
+        """Read by api/app.py while it is split into routers; remove once it reads
+        `transport.http_max_body_bytes`."""
+        return self.transport.http_max_body_bytes
+
+
+def load_settings() -> CloudSettings:
+    """The settings from `CLOUD_*`, or exit 2 naming every bad variable (no traceback)."""
+    return load_groups(CloudSettings, "CLOUD_*")

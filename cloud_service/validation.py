@@ -8,6 +8,7 @@ import numpy as np
 
 from cloud_service.domain import Action, Behavior, Event, RecommendQuery
 from cloud_service.errors import InvalidArgument
+from protos.actions import from_wire
 
 MAX_REQUEST_ID = 64
 MAX_TIMESTAMP_MS = 1 << 50  # far future; rejects garbage, not clocks
@@ -64,6 +65,6 @@ def check_events(events: Sequence[Event], limit: int, n_items: int) -> None:
 def parse_action(value: int, what: str) -> Action:
     """A wire action number as an Action; UNSPECIFIED (0) and unknown numbers are refused."""
     try:
-        return Action(int(value))
+        return from_wire(int(value))
     except ValueError:
         raise InvalidArgument(f"{what}: action must be EXPOSURE, CLICK or PURCHASE") from None

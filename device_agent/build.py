@@ -15,7 +15,7 @@ from device_agent.policy.value import RequestValueModel
 from device_agent.service import AgentService
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession
-from device_agent.settings import DeviceSettings
+from device_agent.settings import DeviceSettings, PacingSettings, TrainerSettings
 from device_agent.trainer.examples import ExampleStore, example_store
 from protos.auth import device_token
 
@@ -34,13 +34,15 @@ class Agent:
 
 def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
     size = request_size(s)
+    feed, pacing = s.feed, s.pacing
 
     def new_session(device_id: str) -> DeviceSession:
         return DeviceSession(
             device_id=device_id,
-            view=SessionView(s.n_categories, size, s.page_size),
-            allowance=Allowance(s.request_budget, burst=s.pacer_burst),
-            behavior_len=s.behavior_len,
+            view=SessionView(n_categories=feed.n_categories, pool_size=size,
+                             page_size=feed.page_size),
+            allowance=Allowance(budget=pacing.request_budget, burst=pacing.pacer_burst),
+            behavior_len=feed.behavior_len,
         )  # fmt: skip
 
     return new_session
@@ -54,52 +56,60 @@ def request_size(s: DeviceSettings) -> int:
     request the budget counts, so refills alone cost page / n of the steps: at a 5 % budget and
     4-item pages a 48-item pool would spend 8.3 % on refills (measured by the load test). Ask
     for enough that refills stay under the budget with room left for value-paced requests."""
-    if s.request_budget <= 0:
-        return s.pool_size
-    floor = math.ceil(REFILL_MARGIN * s.page_size / s.request_budget)
-    return min(max(s.pool_size, floor), s.max_pool_size)
+    feed, budget = s.feed, s.pacing.request_budget
+    if budget <= 0:
+        return feed.pool_size
+    floor = math.ceil(REFILL_MARGIN * feed.page_size / budget)
+    return min(max(feed.pool_size, floor), feed.max_pool_size)
 
 
-def build_pacer(s: DeviceSettings) -> DualPacer:
+def build_pacer(s: PacingSettings) -> DualPacer:
     """The fleet-wide price of a request (λ), learned from every device this agent serves."""
     return DualPacer(
-        s.request_budget, eta=s.pacer_eta, lam=s.initial_threshold, backoff=s.pacer_backoff
+        budget=s.request_budget, eta=s.pacer_eta, lam=s.initial_threshold, backoff=s.pacer_backoff
     )
 
 
 def build_agent(s: DeviceSettings) -> Agent:
-    secret = s.token_secret.get_secret_value().encode()
+    secret = s.agent.token_secret.get_secret_value().encode()
     cloud = CloudClient(
-        s.cloud_target, s.cloud_deadline_ms / 1000, lambda device: device_token(secret, device)
-    )
-    reranker = RerankerSlot(s.onnx_threads)
-    if not reranker.refresh(cloud, s.agent_id, timeout_s=5.0):
+        s.cloud.target, deadline_s=s.cloud.deadline_ms / 1000,
+        tokens=lambda device: device_token(secret, device),
+    )  # fmt: skip
+    reranker = RerankerSlot(threads=s.models.onnx_threads)
+    if not reranker.refresh(cloud, s.agent.agent_id, timeout_s=5.0):
         log.warning("no device model yet; serving the cloud's order until one arrives")
     value_model = None
-    if s.value_model is not None:
-        value_model = RequestValueModel(s.value_model.read_bytes(), s.onnx_threads)
-    examples = (
-        example_store(s.behavior_len, s.train_examples_kept, s.max_devices) if s.train else None
-    )
+    if s.models.value_model is not None:
+        value_model = RequestValueModel(s.models.value_model.read_bytes(), s.models.onnx_threads)
+    examples = None
+    if s.trainer.enabled:
+        examples = example_store(
+            history_len=s.feed.behavior_len, capacity=s.trainer.examples_kept,
+            max_devices=s.agent.max_devices,
+        )  # fmt: skip
     service = AgentService(
-        SessionRegistry(build_session_factory(s), s.max_devices), cloud, reranker, value_model,
-        request_size(s), s.max_k, s.policy, build_pacer(s), examples,
+        sessions=SessionRegistry(build_session_factory(s), max_devices=s.agent.max_devices),
+        cloud=cloud, reranker=reranker, value_model=value_model, pool_size=request_size(s),
+        max_k=s.feed.max_k, policy=s.pacing.policy, pacer=build_pacer(s.pacing),
+        examples=examples,
     )  # fmt: skip
-    poller = ModelPoller(reranker, cloud, s.agent_id, s.model_poll_s)
-    trainer = build_trainer(s, examples, cloud) if examples is not None else None
+    poller = ModelPoller(reranker, cloud, s.agent.agent_id, interval_s=s.models.model_poll_s)
+    trainer = build_trainer(s.trainer, examples, cloud) if examples is not None else None
     if trainer is not None:
         service.training = trainer.outcomes
     return Agent(s, service, cloud, reranker, poller, trainer)
 
 
-def build_trainer(s: DeviceSettings, examples: ExampleStore, cloud: CloudClient) -> Any:
+def build_trainer(s: TrainerSettings, examples: ExampleStore, cloud: CloudClient) -> Any:
     """The federated trainer; torch is imported here, only when training is switched on."""
     from device_agent.trainer.local_model import LocalTraining
     from device_agent.trainer.loop import TrainerLoop
     from device_agent.trainer.participant import PrivacyConfig
 
     return TrainerLoop(
-        examples, cloud, LocalTraining(s.train_epochs, s.train_lr, optimizer=s.train_optimizer),
-        PrivacyConfig(s.train_keep_prob, s.train_decoy_prob), s.train_min_examples,
-        s.train_interval_s, timeout_s=s.train_timeout_s,
+        examples, cloud,
+        training=LocalTraining(epochs=s.epochs, lr=s.lr, optimizer=s.optimizer),
+        privacy=PrivacyConfig(keep_prob=s.keep_prob, decoy_prob=s.decoy_prob),
+        min_examples=s.min_examples, interval_s=s.interval_s, timeout_s=s.timeout_s,
     )  # fmt: skip

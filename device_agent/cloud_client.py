@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from protos.actions import to_wire
 from protos.auth import TOKEN_HEADER
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
@@ -25,9 +26,6 @@ SERVICE_CONFIG = json.dumps({
         },
     }]
 })  # fmt: skip
-
-
-WIRE_ACTION = {0: pb.EXPOSURE, 1: pb.CLICK, 2: pb.PURCHASE}
 
 
 class CloudError(Exception):
@@ -107,7 +105,7 @@ class CloudClient:
         request = pb.RecommendRequest(
             device_id=device_id, k=k, exclude_item_ids=exclude,
             recent=[
-                pb.Behavior(item_id=i, action=WIRE_ACTION[a], timestamp_ms=t) for i, a, t in recent
+                pb.Behavior(item_id=i, action=to_wire(a), timestamp_ms=t) for i, a, t in recent
             ],
         )  # fmt: skip
         try:

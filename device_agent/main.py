@@ -5,29 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
-
-from pydantic import ValidationError
 
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
-from device_agent.settings import DeviceSettings
+from device_agent.settings import load_settings
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        settings = DeviceSettings()
-    except ValidationError as exc:
-        sys.exit(f"invalid DEVICE_* settings:\n{exc}")
-    server = AgentServer(build_agent(settings), settings.host, settings.http_port)
+    settings = load_settings()
+    ports_file = settings.agent.ports_file
+    server = AgentServer(build_agent(settings), settings.agent.host, settings.agent.http_port)
 
     def announce() -> None:
         line = json.dumps({"http": server.port})
-        if settings.ports_file is not None:
-            tmp = settings.ports_file.with_suffix(".tmp")
+        if ports_file is not None:
+            tmp = ports_file.with_suffix(".tmp")
             tmp.write_text(line)
-            tmp.replace(settings.ports_file)
+            tmp.replace(ports_file)
         print(f"device_agent ready {line}", flush=True)
 
     signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it after shutting down

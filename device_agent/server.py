@@ -20,7 +20,7 @@ class AgentServer:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
         config = uvicorn.Config(
-            create_app(agent.service, agent.settings.max_events), log_level="warning",
+            create_app(agent.service, agent.settings.agent.max_events), log_level="warning",
             access_log=False, lifespan="off",
         )  # fmt: skip
         self.http = uvicorn.Server(config)

@@ -18,8 +18,8 @@ from device_agent.policy.value import RequestValueModel
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession, Pool
 from device_agent.trainer.examples import ExampleStore
+from protos.actions import NAMES, Action
 
-ACTIONS = (0, 1, 2)  # exposure, click, purchase
 FROM_CLOUD = frozenset({"initial", "refill", "refreshed"})  # outcomes that serve a fresh list
 
 
@@ -47,7 +47,7 @@ class Page:
 @dataclass(frozen=True)
 class AppEvent:
     item_id: int
-    action: int  # EXPOSURE / CLICK / PURCHASE codes of session.state
+    action: int  # a protos.actions.Action code
     timestamp_ms: int
 
 
@@ -146,7 +146,7 @@ class AgentService:
 
     def record_events(self, device_id: str, events: Sequence[AppEvent]) -> int:
         for e in events:  # validate all first: a bad batch records nothing
-            if e.item_id < 0 or e.timestamp_ms < 0 or e.action not in ACTIONS:
+            if e.item_id < 0 or e.timestamp_ms < 0 or e.action not in tuple(Action):
                 raise InvalidEvent(f"invalid event {e}")
         s = self.sessions.get(device_id)
         with s.lock:
@@ -157,7 +157,7 @@ class AgentService:
                     local.record(e.item_id, e.action, positions.get(e.item_id, 0))
             for e in events:
                 s.record_event(e.item_id, e.action, e.timestamp_ms)
-                metrics.EVENTS.labels(("exposure", "click", "purchase")[e.action]).inc()
+                metrics.EVENTS.labels(NAMES[e.action]).inc()
             s.rerank(self.reranker.current)  # the pool's order follows every event at once
         return len(events)
 

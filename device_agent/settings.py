@@ -1,64 +1,120 @@
-"""Typed settings of the device agent (`DEVICE_*` environment variables), validated at start-up."""
+"""Typed settings of the device agent (`DEVICE_*` environment variables), validated at start-up.
+
+Grouped by concern, `DeviceSettings.<group>`; each group reads its own prefix, so the variables
+stay the flat names deploy/ and the tools set (`DEVICE_CLOUD_TARGET` is `cloud.target`):
+
+- `agent` (`DEVICE_*`): host, port, ports file, agent id, token secret, in-memory limits
+- `cloud` (`DEVICE_CLOUD_*`): the cloud's gRPC target and each call's deadline
+- `models` (`DEVICE_*`): the request-value model, ONNX threads, how often the re-ranker is polled
+- `feed` (`DEVICE_*`): pool and page sizes, categories, behaviour kept, max k
+- `pacing` (`DEVICE_*`): the policy and the request budget's pacer
+- `trainer` (`DEVICE_TRAIN_*`): on-device federated training; `DEVICE_TRAIN` itself switches it
+  on (`trainer.enabled`)
+
+Built once in main by `load_settings()` and passed in; never read at import time.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tandem_core.settings import load_settings as load_groups
 
-class DeviceSettings(BaseSettings):
-    """Built once in main and passed in; never read at import time."""
 
-    model_config = SettingsConfigDict(env_prefix="DEVICE_", frozen=True)
+def group_config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True)
+
+
+class AgentSettings(BaseSettings):
+    model_config = group_config("DEVICE_")
 
     host: str = "127.0.0.1"
     http_port: int = Field(8100, ge=0, le=65535)
     ports_file: Path | None = None
     agent_id: str = Field("agent-0", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-
-    # the cloud
-    cloud_target: str = "127.0.0.1:50051"
-    cloud_deadline_ms: int = Field(150, ge=1, le=60_000)
-    model_poll_s: float = Field(30.0, gt=0)
     # Tokens are issued per device at registration; a simulated fleet derives them from the
     # cloud's secret instead (one agent process stands for many phones).
     token_secret: SecretStr = SecretStr("dev-only-secret-change-me")
+    max_devices: int = Field(100_000, ge=1)  # sessions kept in memory, least recent evicted
+    max_events: int = Field(200, ge=1)  # per report call
 
-    # models
+
+class CloudLinkSettings(BaseSettings):
+    model_config = group_config("DEVICE_CLOUD_")
+
+    target: str = "127.0.0.1:50051"
+    deadline_ms: int = Field(150, ge=1, le=60_000)
+
+
+class ModelSettings(BaseSettings):
+    model_config = group_config("DEVICE_")
+
     value_model: Path | None = None  # ONNX request-value model; without it: the shift score
     onnx_threads: int = Field(1, ge=1, le=16)
+    model_poll_s: float = Field(30.0, gt=0)  # how often the re-ranker is asked for
 
-    # the feed
+
+class FeedSettings(BaseSettings):
+    model_config = group_config("DEVICE_")
+
     pool_size: int = Field(48, ge=1, le=500)  # items asked from the cloud per request, at least
     max_pool_size: int = Field(200, ge=1, le=2000)  # the cloud's max k; caps the budget's floor
     page_size: int = Field(4, ge=1, le=100)  # the app's usual page (for the value features)
     n_categories: int = Field(48, ge=1)
     behavior_len: int = Field(30, ge=1, le=200)
     max_k: int = Field(100, ge=1)
-    max_devices: int = Field(100_000, ge=1)  # sessions kept in memory, least recent evicted
-    max_events: int = Field(200, ge=1)
+
+
+class PacingSettings(BaseSettings):
+    model_config = group_config("DEVICE_")
 
     # "value": ask when the request's value clears the paced threshold (the product);
     # "always" / "never": the AlwaysQ ceiling and NoQ floor the demo compares it with
     policy: Literal["value", "always", "never"] = "value"
-    # pacing: share of feed steps that may ask the cloud, per device
+    # share of feed steps that may ask the cloud, per device
     request_budget: float = Field(0.10, ge=0.0, le=1.0)
     pacer_eta: float = Field(0.05, gt=0)
     pacer_burst: float = Field(2.0, ge=1.0)
     pacer_backoff: float = Field(0.5, ge=0.0)
     initial_threshold: float = Field(0.0, ge=0.0)
 
-    # on-device federated training (needs the `train` extra: torch; off the inference path)
-    train: bool = False
-    train_interval_s: float = Field(10.0, gt=0)  # how often the trainer checks for a round
-    train_min_examples: int = Field(20, ge=1)  # impressions a device needs before it trains
-    train_examples_kept: int = Field(2000, ge=1)  # per device, oldest dropped
-    train_epochs: int = Field(2, ge=1)
-    train_lr: float = Field(0.5, gt=0)
-    train_optimizer: Literal["sgd", "adam"] = "sgd"  # see device_agent/trainer/local_model.py
-    train_keep_prob: float = Field(0.9, gt=0, le=1)  # p of the randomized-response padding
-    train_decoy_prob: float = Field(0.1, ge=0, lt=1)  # q; ε = ln(p(1−q) / (q(1−p)))
-    train_timeout_s: float = Field(5.0, gt=0)  # deadline of each pull / push
+
+class TrainerSettings(BaseSettings):
+    """On-device federated training (needs the `train` extra: torch; off the inference path)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DEVICE_TRAIN_", frozen=True, populate_by_name=True
+    )
+
+    enabled: bool = Field(False, validation_alias="DEVICE_TRAIN")
+    interval_s: float = Field(10.0, gt=0)  # how often the trainer checks for a round
+    min_examples: int = Field(20, ge=1)  # impressions a device needs before it trains
+    examples_kept: int = Field(2000, ge=1)  # per device, oldest dropped
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(0.5, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"  # see device_agent/trainer/local_model.py
+    keep_prob: float = Field(0.9, gt=0, le=1)  # p of the randomized-response padding
+    decoy_prob: float = Field(0.1, ge=0, lt=1)  # q; ε = ln(p(1−q) / (q(1−p)))
+    timeout_s: float = Field(5.0, gt=0)  # deadline of each pull / push
+
+
+class DeviceSettings(BaseModel):
+    """Every group; `DeviceSettings()` reads them all from the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    cloud: CloudLinkSettings = Field(default_factory=CloudLinkSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    feed: FeedSettings = Field(default_factory=FeedSettings)
+    pacing: PacingSettings = Field(default_factory=PacingSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+
+
+def load_settings() -> DeviceSettings:
+    """The settings from `DEVICE_*`, or exit 2 naming every bad variable (no traceback)."""
+    return load_groups(DeviceSettings, "DEVICE_*")

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from localrun.fleet import ACTION_NAMES, action_code
+from protos.actions import NAMES, code_of
 from simulator.scales import SCALES
 from simulator.session import SessionState, maybe_switch, show_page, start_session
 from simulator.world import World
@@ -35,7 +35,7 @@ class Feed(Protocol):
 def _events(item_ids: list[int], actions: list[int]) -> list[Event]:
     ts = int(time.time() * 1000)
     return [
-        {"item_id": int(i), "action": ACTION_NAMES[a], "timestamp_ms": ts}
+        {"item_id": int(i), "action": NAMES[a], "timestamp_ms": ts}
         for i, a in zip(item_ids, actions, strict=True)
     ]
 
@@ -68,7 +68,7 @@ class WorldFeed:
             return []  # an item outside this world (wrong scale): show nothing, click nothing
         clicks, buys, _ = show_page(self.world, self.state, page)
         self.state.step += 1
-        actions = [action_code(c, b) for c, b in zip(clicks, buys, strict=True)]
+        actions = [code_of(c, b) for c, b in zip(clicks, buys, strict=True)]
         return _events(page.tolist(), actions)
 
     def new_session(self) -> None:

@@ -23,6 +23,7 @@ from locust import User, between, task
 
 from loadtest import locust_final  # noqa: F401  (final stats CSV at exit)
 from loadtest.feed import Event, Feed, feed_for
+from protos.actions import BY_NAME, to_wire
 from protos.auth import TOKEN_HEADER, device_token
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
@@ -34,13 +35,17 @@ POOL_SIZE = int(os.environ.get("TANDEM_POOL_SIZE", "48"))
 DEADLINE_S = float(os.environ.get("TANDEM_GRPC_DEADLINE_S", "2.0"))
 SECRET = os.environ.get("TANDEM_TOKEN_SECRET", "dev-only-secret-change-me").encode()
 PREFIX = os.environ.get("TANDEM_DEVICE_PREFIX", "grpc")
-WIRE = {"exposure": pb.EXPOSURE, "click": pb.CLICK, "purchase": pb.PURCHASE}
 _USER_NUMBERS = itertools.count()
 
 
 def grpc_target(host: str | None) -> str:
     target = os.environ.get("TANDEM_CLOUD_GRPC") or host or "127.0.0.1:50051"
     return target.removeprefix("grpc://")
+
+
+def wire(event: dict) -> int:
+    """The protobuf action number of a feed event's action name."""
+    return to_wire(BY_NAME[event["action"]])
 
 
 class CloudGrpcUser(User):
@@ -87,7 +92,9 @@ class CloudGrpcUser(User):
         self.feed.begin_step()
         recent = [
             pb.Behavior(
-                item_id=e["item_id"], action=WIRE[e["action"]], timestamp_ms=e["timestamp_ms"]
+                item_id=e["item_id"],
+                action=to_wire(BY_NAME[e["action"]]),
+                timestamp_ms=e["timestamp_ms"],
             )
             for e in self.recent
         ]
@@ -107,7 +114,7 @@ class CloudGrpcUser(User):
         if not self.pending:
             return
         events = [
-            pb.Event(item_id=e["item_id"], action=WIRE[e["action"]], timestamp_ms=e["timestamp_ms"])
+            pb.Event(item_id=e["item_id"], action=wire(e), timestamp_ms=e["timestamp_ms"])
             for e in self.pending
         ]  # fmt: skip
         self.pending = []

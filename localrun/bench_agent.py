@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -26,7 +28,8 @@ from device_agent.policy.features import request_features
 from device_agent.policy.value import RequestValueModel
 from device_agent.service import AgentService, AppEvent
 from device_agent.session.registry import SessionRegistry
-from device_agent.settings import DeviceSettings
+from device_agent.session.state import DeviceSession
+from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings
 
 
 class BundleCloud:
@@ -42,8 +45,28 @@ class BundleCloud:
         return CloudList(ids, self.categories[ids], ctr, self.rows[ids], "din", "emb", "r")
 
 
-def session(opts: ort.SessionOptions, data: bytes) -> ort.InferenceSession:
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+WARMUP_STEPS = 100  # excluded from every timing
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The bundle's item rows and categories, and the two device models as file bytes."""
+
+    rows: np.ndarray
+    categories: np.ndarray
+    manifest: dict[str, Any]
+    reranker: bytes
+    value: bytes
+
+
+@dataclass
+class Timings:
+    """Seconds per call, warm-up excluded."""
+
+    recommend: list[float] = field(default_factory=list)
+    events: list[float] = field(default_factory=list)
+    bare_reranker: list[float] = field(default_factory=list)
+    bare_value: list[float] = field(default_factory=list)
 
 
 def pct(samples: list[float]) -> tuple[float, float]:
@@ -51,76 +74,125 @@ def pct(samples: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", type=Path, default=Path("artifacts/ranker/serving"))
     ap.add_argument("--device", type=Path, default=Path("artifacts/device"))
     ap.add_argument("--value-model", type=Path, default=Path("artifacts/policy/request_value.onnx"))
     ap.add_argument("--steps", type=int, default=3000)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    with np.load(args.bundle / "tables.npz") as t:
+
+def load_inputs(bundle: Path, device: Path, value_model: Path) -> Inputs:
+    with np.load(bundle / "tables.npz") as t:
         rows, cats = np.array(t["item_rows"]), np.array(t["item_category"])
-    manifest = json.loads((args.device / "manifest.json").read_text())
-    reranker_bytes = (args.device / manifest["file"]).read_bytes()
-    value_bytes = args.value_model.read_bytes()
+    manifest = json.loads((device / "manifest.json").read_text())
+    reranker_bytes = (device / manifest["file"]).read_bytes()
+    return Inputs(rows, cats, manifest, reranker_bytes, value_model.read_bytes())
+
+
+def build_agent(inputs: Inputs) -> tuple[AgentService, DeviceSettings]:
+    """The agent on one thread, its cloud answered in process from the bundle's rows."""
+    rows, cats, value_bytes = inputs.rows, inputs.categories, inputs.value
+    manifest = inputs.manifest
     slot = RerankerSlot(threads=1)
-    assert slot.install(reranker_bytes, manifest["sha256"], manifest["version"])
-    settings = DeviceSettings(request_budget=0.1, n_categories=int(cats.max()) + 1)
+    assert slot.install(inputs.reranker, manifest["sha256"], manifest["version"])
+    settings = DeviceSettings(
+        feed=FeedSettings(n_categories=int(cats.max()) + 1),
+        pacing=PacingSettings(request_budget=0.1),
+    )
     agent = AgentService(
         SessionRegistry(build_session_factory(settings), 10), BundleCloud(rows, cats),  # type: ignore[arg-type]
-        slot, RequestValueModel(value_bytes, threads=1), settings.pool_size, settings.max_k,
-        "value", build_pacer(settings),
+        slot, RequestValueModel(value_bytes, threads=1), settings.feed.pool_size,
+        settings.feed.max_k, "value", build_pacer(settings.pacing),
     )  # fmt: skip
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    bare_reranker, bare_value = session(opts, reranker_bytes), session(opts, value_bytes)
-    value_input = bare_value.get_inputs()[0].name
+    return agent, settings
 
-    step_times, event_times, bare_rr, bare_v = [], [], [], []
-    rng = np.random.default_rng(1)
-    for step in range(args.steps):
-        t0 = time.perf_counter()
-        page = agent.recommend("bench", settings.page_size)
-        t1 = time.perf_counter()
-        events = [AppEvent(int(i), int(rng.random() < 0.1), step) for i in page.items.items]
-        t2 = time.perf_counter()
-        agent.record_events("bench", events)
-        t3 = time.perf_counter()
-        s = agent.sessions.get("bench")
+
+class BareModels:
+    """The agent's two models as plain one-thread ONNX Runtime sessions."""
+
+    def __init__(self, reranker: bytes, value: bytes) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        self.reranker = ort.InferenceSession(reranker, opts, providers=["CPUExecutionProvider"])
+        self.value = ort.InferenceSession(value, opts, providers=["CPUExecutionProvider"])
+        self.value_input = self.value.get_inputs()[0].name
+
+    def time(self, s: DeviceSession) -> tuple[float, float] | None:
+        """Seconds of one re-rank and one value-model call on the inputs the agent has just seen;
+        None until the session has a pool of two and a behaviour history."""
         pool = s.pool
-        if len(pool) >= 2 and s.behavior:
-            feeds = {
-                "behavior": np.stack([s.rows[i] for i, _, _ in s.behavior if i in s.rows])[None],
-                "behavior_action": np.eye(3, dtype=np.float32)[
-                    [a for i, a, _ in s.behavior if i in s.rows]
-                ][None],
-                "candidates": pool.rows[None], "cloud_score": pool.cloud_logit[None],
-            }  # fmt: skip
-            features = request_features(s.view)[None]
-            t4 = time.perf_counter()
-            bare_reranker.run(["score"], feeds)
-            t5 = time.perf_counter()
-            bare_value.run(None, {value_input: features})
-            t6 = time.perf_counter()
-            if step >= 100:  # warm-up excluded
-                bare_rr.append(t5 - t4)
-                bare_v.append(t6 - t5)
-        if step >= 100:
-            step_times.append(t1 - t0)
-            event_times.append(t3 - t2)
+        if not (len(pool) >= 2 and s.behavior):
+            return None
+        feeds = {
+            "behavior": np.stack([s.rows[i] for i, _, _ in s.behavior if i in s.rows])[None],
+            "behavior_action": np.eye(3, dtype=np.float32)[
+                [a for i, a, _ in s.behavior if i in s.rows]
+            ][None],
+            "candidates": pool.rows[None], "cloud_score": pool.cloud_logit[None],
+        }  # fmt: skip
+        features = request_features(s.view)[None]
+        t0 = time.perf_counter()
+        self.reranker.run(["score"], feeds)
+        t1 = time.perf_counter()
+        self.value.run(None, {self.value_input: features})
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t1
+
+
+def time_agent_step(
+    agent: AgentService, page_size: int, rng: np.random.Generator, step: int
+) -> tuple[float, float]:
+    """Seconds of one recommend and of the event batch that follows it (10% of items clicked)."""
+    t0 = time.perf_counter()
+    page = agent.recommend("bench", page_size)
+    t1 = time.perf_counter()
+    events = [AppEvent(int(i), int(rng.random() < 0.1), step) for i in page.items.items]
+    t2 = time.perf_counter()
+    agent.record_events("bench", events)
+    t3 = time.perf_counter()
+    return t1 - t0, t3 - t2
+
+
+def run(agent: AgentService, page_size: int, bare: BareModels, steps: int) -> Timings:
+    """Agent step, then the bare calls on the same inputs, interleaved in one loop."""
+    timings = Timings()
+    rng = np.random.default_rng(1)
+    for step in range(steps):
+        recommend_s, events_s = time_agent_step(agent, page_size, rng, step)
+        bare_s = bare.time(agent.sessions.get("bench"))
+        if step < WARMUP_STEPS:
+            continue
+        if bare_s is not None:
+            timings.bare_reranker.append(bare_s[0])
+            timings.bare_value.append(bare_s[1])
+        timings.recommend.append(recommend_s)
+        timings.events.append(events_s)
+    return timings
+
+
+def print_report(timings: Timings, status: dict[str, Any]) -> None:
     rows_out = [
-        ("agent recommend: decision + page (re-rank when the pool changed)", pct(step_times)),
-        ("agent events batch (4 events) + re-rank of the pool", pct(event_times)),
-        ("bare ONNX Runtime: device re-ranker, same inputs", pct(bare_rr)),
-        ("bare ONNX Runtime: request-value model, same features", pct(bare_v)),
+        ("agent recommend: decision + page (re-rank when the pool changed)", timings.recommend),
+        ("agent events batch (4 events) + re-rank of the pool", timings.events),
+        ("bare ONNX Runtime: device re-ranker, same inputs", timings.bare_reranker),
+        ("bare ONNX Runtime: request-value model, same features", timings.bare_value),
     ]
     print("| path (one thread, interleaved in one run) | p50 µs | p99 µs |\n|---|---|---|")
-    for name, (p50, p99) in rows_out:
+    for name, samples in rows_out:
+        p50, p99 = pct(samples)
         print(f"| {name} | {p50:.0f} | {p99:.0f} |")
-    status = agent.status()
     print(f"\nsteps {status['steps']}, paced cloud requests {status['cloud_requests']} "
           f"(rate {status['request_rate']:.3f} at budget 0.10)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    inputs = load_inputs(args.bundle, args.device, args.value_model)
+    agent, settings = build_agent(inputs)
+    bare = BareModels(inputs.reranker, inputs.value)
+    print_report(run(agent, settings.feed.page_size, bare, args.steps), agent.status())
     return 0
 
 

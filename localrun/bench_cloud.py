@@ -200,51 +200,17 @@ def wait_ports(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 120
     return dict(json.loads(path.read_text()))
 
 
-def redis_row_fetch(redis_url: str, bundle_dir: Path, reps: int = 400) -> dict[str, float]:
-    """Time to fetch 200 rows through the row cache (pipelined HMGET), beside one plain GET."""
-    from cloud_service.registry.bundle import load_bundle
-    from cloud_service.settings import CloudSettings
-    from cloud_service.store.breaker import Breaker
-    from cloud_service.store.keys import Keys
-    from cloud_service.store.redis_store import RedisRowCache, RedisStore, build_redis
-
-    bundle = load_bundle(bundle_dir)
-    client = build_redis(redis_url, 1.0, 1)
-    settings = CloudSettings()
-    shards, batch = settings.embedding_shards, settings.embedding_batch
-    cache = RedisRowCache(RedisStore(client, Keys("benchrows"), Breaker(1.0)), shards, batch, 600)
-    rng = np.random.default_rng(1)
-    ids = rng.choice(bundle.n_items, size=200, replace=False)
-    cache.put_rows(bundle.embedding_version, ids, bundle.item_rows[ids])
-    client.set("benchrows:one", b"x" * 160)
-    fetch, single = [], []
-    for _ in range(reps):
-        t = time.perf_counter()
-        _, found = cache.get_rows(bundle.embedding_version, ids, bundle.dim)
-        fetch.append(time.perf_counter() - t)
-        assert found.all()
-        t = time.perf_counter()
-        client.get("benchrows:one")
-        single.append(time.perf_counter() - t)
-    client.close()
-    f, s = np.array(fetch) * 1000, np.array(single) * 1000
-    return {
-        "rows200_p50_ms": float(np.percentile(f, 50)),
-        "rows200_p99_ms": float(np.percentile(f, 99)),
-        "get_p50_ms": float(np.percentile(s, 50)),
-    }  # fmt: skip
-
-
 def stage_breakdown(redis_url: str, bundle_dir: Path, bodies: list[dict]) -> dict[str, float]:
     """Mean ms per stage of one Recommend, in process on one thread (no transport)."""
     from cloud_service.build import build_services
     from cloud_service.domain import Action, Behavior, RecommendQuery
-    from cloud_service.settings import CloudSettings
+    from cloud_service.settings import BudgetSettings, CloudSettings, ModelSettings, StoreSettings
 
     settings = CloudSettings(
-        redis_url=redis_url, bundle_dir=bundle_dir, key_prefix="benchstages",
-        budget_rate=1e9, budget_burst=1e9, device_model_dir=Path("/nonexistent"),
-    )  # fmt: skip
+        store=StoreSettings(redis_url=redis_url, key_prefix="benchstages"),
+        models=ModelSettings(bundle_dir=bundle_dir, device_model_dir=Path("/nonexistent")),
+        budget=BudgetSettings(rate=1e9, burst=1e9),
+    )
     services = build_services(settings)
     rec = services.recommend
     action = {"click": Action.CLICK, "exposure": Action.EXPOSURE}
@@ -272,7 +238,6 @@ def stage_breakdown(redis_url: str, bundle_dir: Path, bodies: list[dict]) -> dic
             lambda i: online.retriever.retrieve(clicked[i], excluded[i])
         ),
         "DIN ranking (ONNX Runtime)": mean_ms(lambda i: online.rank(clicked[i], candidates[i])),
-        "embedding rows for k = 50 (Redis)": mean_ms(lambda i: rec.rows.rows(candidates[i][:50])),
         "session load (Redis GET)": mean_ms(lambda i: rec.sessions.load(queries[i].device_id)),
         "budget token (Redis Lua)": mean_ms(lambda i: rec.budget.take()),
     }
@@ -282,7 +247,7 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", *args], env={**os.environ, **env})
 
 
-def report(results: list[Result], rows: dict[str, float], cores: int) -> str:
+def report(results: list[Result], cores: int) -> str:
     by = {(r.target, r.concurrency): r for r in results}
     base = {"rest": "hello-fastapi", "grpc": "echo-grpc"}
     lines = [
@@ -298,11 +263,7 @@ def report(results: list[Result], rows: dict[str, float], cores: int) -> str:
             f"| {r.errors} | {ratio} |"
         )
     lines.append("")
-    lines.append(
-        f"Redis, 200 embedding rows (pipelined HMGET over the default 8 shards): p50 "
-        f"{rows['rows200_p50_ms']:.3f} ms, p99 {rows['rows200_p99_ms']:.3f} ms; one GET p50 "
-        f"{rows['get_p50_ms']:.3f} ms. Machine: {cores} cores, servers and clients share them."
-    )
+    lines.append(f"Machine: {cores} cores, servers and clients share them.")
     return "\n".join(lines)
 
 
@@ -345,19 +306,18 @@ def main(argv: list[str] | None = None) -> int:
                 for c in args.concurrency:
                     results.append(measure(target, bodies, c, args.seconds))
                     print(results[-1], flush=True)
-            rows = redis_row_fetch(redis.url, args.bundle)
             stages = stage_breakdown(redis.url, args.bundle, bodies)
         finally:
             for p in procs:
                 p.send_signal(signal.SIGTERM)
             for p in procs:
                 p.wait(timeout=30)
-    table = report(results, rows, os.cpu_count() or 0)
+    table = report(results, os.cpu_count() or 0)
     table += "\n\n| stage (in process, one thread) | mean ms |\n|---|---|\n"
     table += "\n".join(f"| {name} | {ms:.2f} |" for name, ms in stages.items())
     print("\n" + table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"results": [r.__dict__ for r in results], "redis": rows, "stages": stages}
+    summary = {"results": [r.__dict__ for r in results], "stages": stages}
     args.out.write_text(json.dumps(summary, indent=2))
     return 0
 

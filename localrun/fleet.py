@@ -10,15 +10,9 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from protos.actions import NAMES, code_of
 from simulator.session import maybe_switch, show_page, start_session
 from simulator.world import World
-
-ACTION_NAMES = ("exposure", "click", "purchase")
-
-
-def action_code(clicked: bool, bought: bool) -> int:
-    """An item's strongest app event on a page: 0 exposure, 1 click, 2 purchase."""
-    return 2 if bought else 1 if clicked else 0
 
 
 @dataclass
@@ -96,7 +90,7 @@ def run_session(
         state.step += 1
         events = [
             {"item_id": int(i), "timestamp_ms": ts + state.step,
-             "action": ACTION_NAMES[action_code(c, b)]}
+             "action": NAMES[code_of(c, b)]}
             for i, c, b in zip(page.tolist(), clicks.tolist(), buys.tolist(), strict=True)
         ]  # fmt: skip
         client.post("/v1/events", json={"device_id": device, "events": events})

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protos.actions import Action
 from simulator.world import World
 
-EXPOSURE, CLICK, PURCHASE = 0, 1, 2
+EXPOSURE, CLICK, PURCHASE = Action.EXPOSURE, Action.CLICK, Action.PURCHASE
 
 
 @dataclass(frozen=True)

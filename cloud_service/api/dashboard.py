@@ -25,7 +25,7 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel
 
 from cloud_service import metrics
-from cloud_service.settings import CloudSettings
+from cloud_service.settings import BudgetSettings, CloudSettings
 
 RING_SIZE = 240  # samples kept: at >= MIN_SPACING_S apart, at least two minutes of history
 MIN_SPACING_S = 0.5  # several open pages polling must not crowd the ring with near-duplicates
@@ -211,7 +211,7 @@ def request_stats(now: Sample, base: Sample, span: float) -> list[MethodStats]:
     return out
 
 
-def budget_stats(now: Sample, base: Sample, span: float, settings: CloudSettings) -> BudgetStats:
+def budget_stats(now: Sample, base: Sample, span: float, budget: BudgetSettings) -> BudgetStats:
     allowed, rejected = now.budget.get("allowed", 0.0), now.budget.get("rejected", 0.0)
     d_allowed = allowed - base.budget.get("allowed", 0.0)
     d_rejected = rejected - base.budget.get("rejected", 0.0)
@@ -220,7 +220,7 @@ def budget_stats(now: Sample, base: Sample, span: float, settings: CloudSettings
         allowed_per_s=d_allowed / span if span else None,
         rejected_per_s=d_rejected / span if span else None,
         rejected_share=share(d_rejected, d_allowed + d_rejected) if span else None,
-        limit_per_s=settings.budget_rate, burst=settings.budget_burst,
+        limit_per_s=budget.rate, burst=budget.burst,
     )  # fmt: skip
 
 
@@ -292,6 +292,7 @@ async def poll_agents(urls: Sequence[str], deadline_s: float) -> list[AgentStatu
 
 def dashboard_router(settings: CloudSettings) -> APIRouter:
     router = APIRouter()
+    dash = settings.dashboard
     ring = SampleRing(RING_SIZE, MIN_SPACING_S)
     page = resources.files("cloud_service.api").joinpath("static/dashboard.html").read_text("utf-8")
 
@@ -301,12 +302,12 @@ def dashboard_router(settings: CloudSettings) -> APIRouter:
 
     @router.get("/v1/dashboard/stats", response_model=DashboardStats)
     async def dashboard_stats() -> DashboardStats:
-        agents = await poll_agents(settings.dashboard_agents, settings.dashboard_agent_timeout_s)
+        agents = await poll_agents(dash.agents, dash.agent_timeout_s)
         counts = {
             a.url: AgentCounts(a.cloud_answers, a.local_answers) for a in agents if a.reachable
         }
         now = read_metrics(time.monotonic(), counts)
-        base = ring.baseline(now.t, settings.dashboard_window_s) or now
+        base = ring.baseline(now.t, dash.window_s) or now
         ring.add(now)
         if now.t - base.t < MIN_SPACING_S:
             base = now  # too short to be a rate: report totals only
@@ -314,7 +315,7 @@ def dashboard_router(settings: CloudSettings) -> APIRouter:
         return DashboardStats(
             generated_at=time.time(), window_s=span,
             requests=request_stats(now, base, span),
-            budget=budget_stats(now, base, span, settings),
+            budget=budget_stats(now, base, span, settings.budget),
             latency=latency_stats(now, base, span), answers=answer_stats(now, base, span, agents),
             history=[history_point(a, b, now.t) for a, b in ring.pairs(HISTORY_POINTS)],
         )  # fmt: skip

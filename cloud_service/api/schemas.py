@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ActionName = Literal["exposure", "click", "purchase"]
+ActionName = Literal["exposure", "click", "purchase"]  # protos.actions.NAMES
 
 
 class VectorIn(BaseModel):

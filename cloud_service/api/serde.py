@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 from cloud_service.api.schemas import (
-    ActionName,
     DeviceModelOut,
     EventsBody,
     RecommendBody,
@@ -13,13 +12,10 @@ from cloud_service.api.schemas import (
     ScoredItemOut,
     VectorOut,
 )
-from cloud_service.domain import Action, Behavior, Event, RankedList, RecommendQuery
+from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
 from cloud_service.errors import InvalidArgument
 from cloud_service.services.device_models import DeviceModelReply
-
-ACTIONS: dict[ActionName, Action] = {
-    "exposure": Action.EXPOSURE, "click": Action.CLICK, "purchase": Action.PURCHASE,
-}  # fmt: skip
+from protos.actions import BY_NAME
 
 
 def query_from_body(body: RecommendBody) -> RecommendQuery:
@@ -32,7 +28,7 @@ def query_from_body(body: RecommendBody) -> RecommendQuery:
     return RecommendQuery(
         device_id=body.device_id,
         k=body.k,
-        recent=tuple(Behavior(b.item_id, ACTIONS[b.action], b.timestamp_ms) for b in body.recent),
+        recent=tuple(Behavior(b.item_id, BY_NAME[b.action], b.timestamp_ms) for b in body.recent),
         interest=interest,
         model_version=body.model_version,
         exclude=tuple(body.exclude_item_ids),
@@ -57,7 +53,7 @@ def ranked_to_body(r: RankedList) -> RecommendOut:
 
 def events_from_body(body: EventsBody) -> list[Event]:
     return [
-        Event(e.item_id, ACTIONS[e.action], e.timestamp_ms, e.position, e.request_id)
+        Event(e.item_id, BY_NAME[e.action], e.timestamp_ms, e.position, e.request_id)
         for e in body.events
     ]
 

@@ -1,9 +1,9 @@
 """`python -m cloud_service.federated.aggregator`: runs rounds and applies them, from the stream.
 
-One aggregator is active at a time (a lease in Redis); a standby takes over when the lease
-lapses and claims the pending entries of the one it replaces, so a SIGKILL at any moment loses
-no acknowledged update: an update leaves the stream only in the same MULTI/EXEC that applies
-(or abandons) its round.
+One aggregator is active at a time (a lease in the federated state); a standby takes over when
+the lease lapses and claims the pending entries of the one it replaces, so a SIGKILL at any
+moment loses no acknowledged update: an update leaves the stream only in the same atomic step
+(a MULTI/EXEC on Redis) that applies or abandons its round. The loop sees only `FederatedState`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from cloud_service.federated.robust import (
     trimmed_dense,
 )
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
-from cloud_service.store.federated_redis import FederatedStore, RoundInfo
+from cloud_service.store.federated_redis import FederatedStore
+from cloud_service.store.federated_state import FederatedState, RoundInfo, StoredPush
 from tandem_core.federated import update as update_codec
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate
 
@@ -69,7 +70,7 @@ def aggregate(
 
 @dataclass
 class Aggregator:
-    store: FederatedStore
+    store: FederatedState
     cfg: RoundConfig
     dim: int
     defences: Defences
@@ -85,42 +86,28 @@ class Aggregator:
     rounds: int = 0
 
     def hold_lease(self) -> bool:
-        key = self.store.k_round + ":leader"
-        client = self.store.client
-        if client.set(key, self.name, nx=True, px=self.lease_ms):
-            return True
-        if (client.get(key) or b"").decode() == self.name:  # type: ignore[union-attr]
-            client.pexpire(key, self.lease_ms)
-            return True
-        return False
+        return self.store.hold_lease(self.name, self.lease_ms)
 
     def claim(self) -> None:
         """Take over every pending entry (ours after a restart, or a dead leader's)."""
         self.store.ensure_group(GROUP)
-        client, key, start = self.store.client, self.store.k_updates, "0-0"
-        while True:
-            start, _, *_ = client.xautoclaim(key, GROUP, self.name, 0, start, count=500)  # type: ignore[misc]
-            if (start.decode() if isinstance(start, bytes) else start) == "0-0":
-                break
+        self.store.claim_pending(GROUP, self.name)
         self.take(self.store.read(GROUP, self.name, pending=True, block_ms=0))
         self.claimed = True
 
-    def take(self, entries: list[tuple[str, dict]]) -> None:
+    def take(self, entries: list[StoredPush]) -> None:
         current = self.store.current_round()
+        open_id = current.round_id if current is not None and current.state == "open" else None
         stray = []
-        for entry_id, fields in entries:
-            if (
-                current is not None
-                and current.state == "open"
-                and fields["round"].decode() == current.round_id
-            ):
+        for entry in entries:
+            if entry.round_id == open_id:
                 try:  # the one decode of a stored push (the service checked it before storing)
-                    self.buffer[entry_id] = update_codec.decode(fields["push"])
+                    self.buffer[entry.entry_id] = update_codec.decode(entry.payload)
                 except InvalidUpdate:
-                    log.warning("entry %s undecodable; dropped", entry_id)
-                    stray.append(entry_id)
+                    log.warning("entry %s undecodable; dropped", entry.entry_id)
+                    stray.append(entry.entry_id)
             else:
-                stray.append(entry_id)
+                stray.append(entry.entry_id)
         self.store.ack(GROUP, stray)
 
     def open_round(self) -> RoundInfo | None:
@@ -197,30 +184,27 @@ class Aggregator:
 
 def main() -> int:
     from cloud_service.build import build_store
-    from cloud_service.federated.build import build_round_config, federated_dims
-    from cloud_service.settings import CloudSettings
+    from cloud_service.federated.build import build_defences, build_round_config, federated_dims
+    from cloud_service.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    s = CloudSettings()
-    store = build_store(s)
-    fl = FederatedStore(store.client, s.key_prefix, store.breaker)
-    dim, _ = federated_dims(s, fl)
+    s = load_settings()
+    store = build_store(s.store)
+    fl = FederatedStore(store.client, s.store.key_prefix, store.breaker)
+    dim, _ = federated_dims(s.models.bundle_dir, fl)
     agg = Aggregator(
-        fl, build_round_config(s), dim,
-        Defences(
-            s.fl_algorithm, s.fl_clip_norm, s.fl_min_contributors, s.fl_trim, s.fl_clip_median,
-            s.fl_max_correction or math.inf,
-        ),
-        s.aggregator_name,
+        store=fl, cfg=build_round_config(s.federated), dim=dim,
+        defences=build_defences(s.federated), name=s.aggregator.name,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("aggregator ready", flush=True)
-    if s.ports_file is not None:  # no ports; the file tells a supervisor it is up
-        s.ports_file.write_text("{}")
+    ports_file, heartbeat = s.transport.ports_file, s.aggregator.heartbeat
+    if ports_file is not None:  # no ports; the file tells a supervisor it is up
+        ports_file.write_text("{}")
     while not stop.is_set():
-        if s.aggregator_heartbeat is not None:
-            s.aggregator_heartbeat.touch()
+        if heartbeat is not None:
+            heartbeat.touch()
         try:
             agg.step()
         except Exception:  # a Redis blip or a raced round: log, re-claim, go on

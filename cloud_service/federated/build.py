@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+from cloud_service.federated.aggregator import Defences
 from cloud_service.federated.rounds import RoundConfig
 from cloud_service.registry.bundle import load_federated_start
-from cloud_service.settings import CloudSettings
+from cloud_service.settings import FederatedSettings
 from cloud_service.store.federated_redis import FederatedStore
 
 
-def build_round_config(s: CloudSettings) -> RoundConfig:
+def build_round_config(fl: FederatedSettings) -> RoundConfig:
     return RoundConfig(
-        devices_per_round=s.fl_devices_per_round, over_select=s.fl_over_select,
-        quorum_share=s.fl_quorum_share, duration_s=s.fl_round_s,
-        staleness_bound=s.fl_staleness_bound, staleness_decay=s.fl_staleness_decay,
-        max_rows_per_device=s.fl_max_rows,
+        devices_per_round=fl.devices_per_round, over_select=fl.over_select,
+        quorum_share=fl.quorum_share, duration_s=fl.round_s,
+        staleness_bound=fl.staleness_bound, staleness_decay=fl.staleness_decay,
+        max_rows_per_device=fl.max_rows,
+    )  # fmt: skip
+
+
+def build_defences(fl: FederatedSettings) -> Defences:
+    return Defences(
+        algorithm=fl.algorithm, clip_norm=fl.clip_norm, min_contributors=fl.min_contributors,
+        trim=fl.trim, clip_median=fl.clip_median,
+        max_correction=fl.max_correction or math.inf,  # the setting's 0 means uncapped
     )  # fmt: skip
 
 
 def federated_dims(
-    s: CloudSettings, store: FederatedStore
+    bundle_dir: Path, store: FederatedStore
 ) -> tuple[int, dict[str, tuple[int, ...]]]:
     """(row dim, dense shapes) of the federated model; writes version 0 if Redis has none."""
-    rows, dense = load_federated_start(s.bundle_dir)
+    rows, dense = load_federated_start(bundle_dir)
     store.initialise(rows, dense)
     return int(rows.shape[1]), {name: tuple(a.shape) for name, a in dense.items()}

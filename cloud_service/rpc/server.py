@@ -35,7 +35,7 @@ class GrpcServer:
 
 def build_grpc_server(services: CloudServices, host: str, port: int) -> GrpcServer:
     """Bind to `port` (0 = any free port) and report the port actually bound; not yet started."""
-    s = services.settings
+    s = services.settings.transport
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="grpc"),
         options=[

@@ -10,7 +10,7 @@ from cloud_service.auth import DeviceAuth
 from cloud_service.errors import InvalidArgument, Unavailable
 from cloud_service.federated.rounds import RoundConfig, staleness_weight
 from cloud_service.store.base import StoreUnavailable
-from cloud_service.store.federated_redis import FederatedStore, RoundInfo
+from cloud_service.store.federated_state import FederatedState, RoundInfo
 from tandem_core.federated import update as update_codec
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate, UpdateLimits
 
@@ -36,7 +36,7 @@ class FederatedService:
     def __init__(
         self,
         auth: DeviceAuth,
-        store: FederatedStore,
+        store: FederatedState,
         n_items: int,
         dim: int,
         dense_shapes: dict[str, tuple[int, ...]],

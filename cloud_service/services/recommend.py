@@ -1,4 +1,7 @@
-"""Recommend: budget, session, retrieval + ranking, embedding rows; degrades when Redis is down."""
+"""Recommend: budget, session, retrieval + ranking, embedding rows; degrades when Redis is down.
+
+The rows sent with a list are read from the serving bundle in process: the bundle holds them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from cloud_service.auth import DeviceAuth
 from cloud_service.domain import Action, Behavior, RankedList, RecommendQuery, Session
 from cloud_service.errors import BudgetExhausted
 from cloud_service.recommender.serving import OnlineRecommender
-from cloud_service.services.rows import RowService
 from cloud_service.store.base import RequestBudget, SessionStore, StoreUnavailable
 from cloud_service.validation import check_query
 
@@ -41,13 +43,12 @@ class RecommendService:
         self,
         auth: DeviceAuth,
         recommender: OnlineRecommender,
-        rows: RowService,
         sessions: SessionStore,
         budget: RequestBudget,
         fallback_budget: RequestBudget,
         limits: RecommendLimits,
     ) -> None:
-        self.auth, self.recommender, self.rows = auth, recommender, rows
+        self.auth, self.recommender = auth, recommender
         self.sessions, self.budget, self.fallback_budget = sessions, budget, fallback_budget
         self.limits = limits
 
@@ -90,10 +91,11 @@ class RecommendService:
             scored = self.recommender.popular(exclude, q.k)
         else:
             scored = self.recommender.recommend(clicked, exclude, interest, q.k)
-        rows = self.rows.rows(scored.item_ids)
         if not degraded:
             session.recent = recent
-            session.served = [*session.served, *scored.item_ids.tolist()][-lim.session_served_len :]
+            # what was sent is read only to exclude it: off, the session carries none of it
+            sent = [*session.served, *scored.item_ids.tolist()] if lim.exclude_served else []
+            session.served = sent[max(0, len(sent) - lim.session_served_len) :]  # [-0:] is all
             if q.interest is not None and interest is q.interest:
                 session.interest, session.interest_version = q.interest, bundle.embedding_version
             try:
@@ -103,7 +105,8 @@ class RecommendService:
         return RankedList(
             item_ids=scored.item_ids,
             category_ids=bundle.item_category[scored.item_ids],
-            ctr=scored.ctr, ctcvr=scored.ctcvr, score=scored.score, rows=rows,
+            ctr=scored.ctr, ctcvr=scored.ctcvr, score=scored.score,
+            rows=bundle.item_rows[scored.item_ids],
             model_version=bundle.version, embedding_version=bundle.embedding_version,
             request_id=uuid.uuid4().hex, degraded=degraded,
         )  # fmt: skip

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-import numpy as np
-
 from cloud_service.domain import BudgetDecision, Event, Session
 
 
@@ -19,15 +17,6 @@ class SessionStore(Protocol):
 
     def save(self, device_id: str, session: Session) -> None:
         """Write the session and (re)start its TTL."""
-
-
-class RowCache(Protocol):
-    def get_rows(
-        self, version: str, item_ids: np.ndarray, dim: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(rows (n, dim) float32, found (n,) bool); rows of missing ids are zero."""
-
-    def put_rows(self, version: str, item_ids: np.ndarray, rows: np.ndarray) -> None: ...
 
 
 class EventLog(Protocol):

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import redis
 
 from cloud_service.store.breaker import Breaker
+from cloud_service.store.federated_state import SEEN_TTL_MS, RoundInfo, RoundNotCurrent, StoredPush
+
+PAGE = 500  # stream entries per XREADGROUP / XAUTOCLAIM call
 
 # Accept a push only into the open round, from a selected device, before the deadline, and only
 # once per update id; append it to the stream and remember its entry id, all atomically.
+# KEYS: round, selected, seen, updates; ARGV: update id, round id, device id, payload, seen TTL.
 PUSH = """
 local state = redis.call('HMGET', KEYS[1], 'id', 'state', 'deadline_ms')
 if state[1] ~= ARGV[2] or state[2] ~= 'open' then return {'closed', ''} end
@@ -30,29 +33,38 @@ local seen = redis.call('HGET', KEYS[3], ARGV[1])
 if seen then return {'duplicate', seen} end
 local id = redis.call('XADD', KEYS[4], '*', 'round', ARGV[2], 'update', ARGV[1], 'push', ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[1], id)
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return {'accepted', id}
 """
 
-
-@dataclass(frozen=True)
-class RoundInfo:
-    round_id: str
-    state: str  # open | applied | aborted
-    base_version: int
-    deadline_ms: int
-    quorum: int
-    selected: frozenset[str]
+# Take the lease when free, renew it when ours: one script, so it cannot lapse (and pass to
+# another aggregator) between the check and the renewal. KEYS: leader; ARGV: name, lease ms.
+LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 class FederatedStore:
+    """FederatedState on Redis."""
+
     def __init__(self, client: redis.Redis, prefix: str, breaker: Breaker) -> None:
         self.client, self.breaker = client, breaker
         k = f"{prefix}:{{fl}}"
         self.k_version, self.k_rows, self.k_dense = f"{k}:version", f"{k}:rows", f"{k}:dense"
         self.k_shapes, self.k_round, self.k_devices = f"{k}:shapes", f"{k}:round", f"{k}:devices"
         self.k_selected, self.k_seen, self.k_updates = f"{k}:selected", f"{k}:seen", f"{k}:updates"
+        self.k_leader = f"{k}:round:leader"
         self.push_script = client.register_script(PUSH)
+        self.lease_script = client.register_script(LEASE)
 
     # --- the global model -------------------------------------------------------------------
     def initialise(self, rows: np.ndarray, dense: dict[str, np.ndarray]) -> bool:
@@ -149,7 +161,7 @@ class FederatedStore:
         with self.breaker.guard():
             outcome, entry = self.push_script(
                 keys=[self.k_round, self.k_selected, self.k_seen, self.k_updates],
-                args=[update_id, round_id, device_id, payload, 0, 7 * 86_400_000],
+                args=[update_id, round_id, device_id, payload, SEEN_TTL_MS],
             )
         return outcome.decode(), entry.decode() if isinstance(entry, bytes) else str(entry)
 
@@ -160,19 +172,46 @@ class FederatedStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(
-        self, group: str, consumer: str, pending: bool, block_ms: int
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """This consumer's unacked entries (`pending`, after a restart) or new ones."""
-        start = "0" if pending else ">"
-        reply: Any = self.client.xreadgroup(
-            group, consumer, {self.k_updates: start}, count=500, block=None if pending else block_ms
-        )
-        out = []
-        for _, entries in reply or []:
-            for eid, fields in entries:
-                out.append((eid.decode(), {k.decode(): v for k, v in fields.items()}))
+    def read(self, group: str, consumer: str, pending: bool, block_ms: int) -> list[StoredPush]:
+        """This consumer's unacked entries (`pending`, after a restart) or new ones.
+
+        Pending entries are read page by page to the end: they stay pending while the round
+        runs, so a single page would hide all but the first 500 until the next claim."""
+        if not pending:
+            return self._page(group, consumer, ">", block_ms)
+        out: list[StoredPush] = []
+        start = "0"
+        while page := self._page(group, consumer, start, None):
+            out.extend(page)
+            if len(page) < PAGE:
+                break
+            start = page[-1].entry_id
         return out
+
+    def _page(
+        self, group: str, consumer: str, start: str, block_ms: int | None
+    ) -> list[StoredPush]:
+        reply: Any = self.client.xreadgroup(
+            group, consumer, {self.k_updates: start}, count=PAGE, block=block_ms
+        )
+        return [
+            StoredPush(eid.decode(), f[b"round"].decode(), f[b"update"].decode(), f[b"push"])
+            for _, entries in reply or []
+            for eid, f in entries
+        ]
+
+    def claim_pending(self, group: str, consumer: str) -> None:
+        start = "0-0"
+        while True:
+            reply: Any = self.client.xautoclaim(
+                self.k_updates, group, consumer, 0, start, count=PAGE
+            )
+            start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if start == "0-0":
+                break
+
+    def hold_lease(self, name: str, lease_ms: int) -> bool:
+        return bool(self.lease_script(keys=[self.k_leader], args=[name, lease_ms]))
 
     def finish_round(
         self, group: str, round_id: str, entry_ids: list[str], state: str,
@@ -182,7 +221,7 @@ class FederatedStore:
         """Apply (state 'applied') or drop ('aborted') a round and ack its entries, atomically.
 
         Optimistic: WATCH the version, so a second aggregator racing on the same round fails
-        here and re-reads instead of applying twice. Returns the new version."""
+        here (RoundNotCurrent) and re-reads instead of applying twice. Returns the version."""
         apply = state == "applied" and row_ids is not None and row_delta is not None
         ids = [] if row_ids is None else [int(i) for i in row_ids]
         pipe: Any
@@ -190,7 +229,7 @@ class FederatedStore:
             pipe.watch(self.k_version, self.k_round)
             if (pipe.hget(self.k_round, "id") or b"").decode() != round_id:
                 pipe.unwatch()
-                raise RuntimeError(f"round {round_id} is no longer current")
+                raise RoundNotCurrent(f"round {round_id} is no longer current")
             version = int(pipe.get(self.k_version) or 0)
             current = pipe.hmget(self.k_rows, ids) if apply and ids else []
             shapes = pipe.hgetall(self.k_shapes) if apply else {}
@@ -214,7 +253,10 @@ class FederatedStore:
             if entry_ids:
                 pipe.xack(self.k_updates, group, *entry_ids)
                 pipe.xdel(self.k_updates, *entry_ids)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                raise RoundNotCurrent(f"round {round_id} changed while it was applied") from None
         return version
 
     def ack(self, group: str, entry_ids: list[str]) -> None:

@@ -10,11 +10,8 @@ class Keys:
     prefix: str = "tandem"
 
     def session(self, device_id: str) -> str:
-        return f"{self.prefix}:{{dev:{device_id}}}:session"
-
-    def row_shard(self, version: str, shard: int) -> str:
-        # one hash per (version, shard): HMGET reads many rows in one slot, shards spread slots
-        return f"{self.prefix}:{{emb:{version}:{shard}}}"
+        # v2: actions stored as domain codes 0..2 (v1 held the wire's 1..3)
+        return f"{self.prefix}:{{dev:{device_id}}}:session:v2"
 
     def budget(self, name: str = "cloud") -> str:
         return f"{self.prefix}:{{budget:{name}}}"

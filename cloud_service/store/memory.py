@@ -9,8 +9,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from cloud_service.domain import BudgetDecision, Event, Session
 
 
@@ -28,26 +26,6 @@ class MemorySessions:
 
     def save(self, device_id: str, session: Session) -> None:
         self._data[device_id] = (self.clock() + self.ttl_s, copy.deepcopy(session))
-
-
-class MemoryRowCache:
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, int], np.ndarray] = {}
-
-    def get_rows(
-        self, version: str, item_ids: np.ndarray, dim: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.zeros((len(item_ids), dim), dtype=np.float32)
-        found = np.zeros(len(item_ids), dtype=bool)
-        for pos, item in enumerate(np.asarray(item_ids).tolist()):
-            row = self._rows.get((version, item))
-            if row is not None and row.shape == (dim,):
-                rows[pos], found[pos] = row, True
-        return rows, found
-
-    def put_rows(self, version: str, item_ids: np.ndarray, rows: np.ndarray) -> None:
-        for item, row in zip(np.asarray(item_ids).tolist(), rows, strict=True):
-            self._rows[(version, item)] = np.array(row, dtype=np.float32)
 
 
 class MemoryEventLog:

@@ -1,12 +1,10 @@
-"""Redis implementations of the stores: sessions, embedding rows, the event stream, the budget."""
+"""Redis implementations of the stores: sessions, the event stream, the budget."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -82,55 +80,6 @@ class RedisSessions:
             self.store.client.set(
                 self.store.keys.session(device_id), encode_session(session), ex=self.ttl_s
             )
-
-
-class RedisRowCache:
-    """Rows as float32 bytes in hashes sharded by item id; pipelined HMGET in bounded batches."""
-
-    def __init__(self, store: RedisStore, shards: int, batch: int, ttl_s: int) -> None:
-        self.store, self.shards, self.batch, self.ttl_s = store, shards, batch, ttl_s
-
-    def _commands(self, item_ids: np.ndarray) -> list[tuple[int, list[int]]]:
-        by_shard: dict[int, list[int]] = defaultdict(list)
-        for pos, item in enumerate(item_ids.tolist()):
-            by_shard[item % self.shards].append(pos)
-        out = []
-        for shard, positions in by_shard.items():
-            for lo in range(0, len(positions), self.batch):
-                out.append((shard, positions[lo : lo + self.batch]))
-        return out
-
-    def get_rows(
-        self, version: str, item_ids: np.ndarray, dim: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(item_ids, dtype=np.int64)
-        rows = np.zeros((len(ids), dim), dtype=np.float32)
-        found = np.zeros(len(ids), dtype=bool)
-        commands = self._commands(ids)
-        with self.store.breaker.guard():
-            pipe = self.store.client.pipeline(transaction=False)
-            for shard, positions in commands:
-                pipe.hmget(
-                    self.store.keys.row_shard(version, shard), [int(ids[p]) for p in positions]
-                )
-            replies = pipe.execute()
-        for (_, positions), values in zip(commands, replies, strict=True):
-            for pos, value in zip(positions, values, strict=True):
-                if value is not None and len(value) == 4 * dim:
-                    rows[pos] = np.frombuffer(value, dtype="<f4")
-                    found[pos] = True
-        return rows, found
-
-    def put_rows(self, version: str, item_ids: np.ndarray, rows: np.ndarray) -> None:
-        ids = np.asarray(item_ids, dtype=np.int64)
-        data = np.ascontiguousarray(rows, dtype="<f4")
-        with self.store.breaker.guard():
-            pipe = self.store.client.pipeline(transaction=False)
-            for shard, positions in self._commands(ids):
-                key = self.store.keys.row_shard(version, shard)
-                pipe.hset(key, mapping={int(ids[p]): data[p].tobytes() for p in positions})
-                pipe.expire(key, self.ttl_s)
-            pipe.execute()
 
 
 class RedisEventLog:

@@ -17,9 +17,22 @@ from device_agent.api.schemas import (
     RecommendIn,
     RecommendOut,
 )
-from device_agent.service import AgentService, AppEvent, InvalidEvent
+from device_agent.service import AgentService, AppEvent, InvalidEvent, Page
+from protos.actions import BY_NAME
 
-ACTIONS = {"exposure": 0, "click": 1, "purchase": 2}
+
+def page_to_body(page: Page) -> RecommendOut:
+    d = page.decision
+    pairs = zip(page.items.items.tolist(), page.items.categories.tolist(), strict=True)
+    return RecommendOut(
+        items=[ItemOut(item_id=i, category_id=c) for i, c in pairs],
+        source=page.source,  # type: ignore[arg-type]
+        decision=DecisionOut(
+            value=d.value, threshold=d.threshold, shift=d.shift, asked_cloud=d.asked,
+            outcome=d.outcome,
+        ),
+        model_version=page.model_version,
+    )  # fmt: skip
 
 
 def create_app(service: AgentService, max_events: int) -> FastAPI:
@@ -32,24 +45,14 @@ def create_app(service: AgentService, max_events: int) -> FastAPI:
             page = service.recommend(body.device_id, body.k)
         except InvalidEvent as exc:
             raise HTTPException(422, str(exc)) from None
-        d = page.decision
         metrics.LATENCY.labels(page.source).observe(time.perf_counter() - start)
-        pairs = zip(page.items.items.tolist(), page.items.categories.tolist(), strict=True)
-        return RecommendOut(
-            items=[ItemOut(item_id=i, category_id=c) for i, c in pairs],
-            source=page.source,  # type: ignore[arg-type]
-            decision=DecisionOut(
-                value=d.value, threshold=d.threshold, shift=d.shift, asked_cloud=d.asked,
-                outcome=d.outcome,
-            ),
-            model_version=page.model_version,
-        )  # fmt: skip
+        return page_to_body(page)
 
     @app.post("/v1/events", response_model=EventsOut)
     def events(body: EventsIn) -> EventsOut:
         if len(body.events) > max_events:
             raise HTTPException(422, f"more than {max_events} events in one batch")
-        batch = [AppEvent(e.item_id, ACTIONS[e.action], e.timestamp_ms) for e in body.events]
+        batch = [AppEvent(e.item_id, BY_NAME[e.action], e.timestamp_ms) for e in body.events]
         try:
             return EventsOut(accepted=service.record_events(body.device_id, batch))
         except InvalidEvent as exc:

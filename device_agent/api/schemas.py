@@ -38,7 +38,7 @@ class RecommendOut(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_id: int = Field(ge=0)
-    action: Literal["exposure", "click", "purchase"]
+    action: Literal["exposure", "click", "purchase"]  # protos.actions.NAMES
     timestamp_ms: int = Field(ge=0)
 
 

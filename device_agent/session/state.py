@@ -11,8 +11,8 @@ import numpy as np
 from device_agent.inference.reranker import OnnxReranker
 from device_agent.policy.features import SessionView
 from device_agent.policy.pacing import Allowance
+from protos.actions import Action
 
-EXPOSURE, CLICK, PURCHASE = 0, 1, 2  # the re-ranker's action codes
 SHOWN_KEPT = 400  # items already shown, excluded from the next cloud request
 
 
@@ -73,7 +73,7 @@ class DeviceSession:
 
     def record_event(self, item: int, action: int, ts_ms: int) -> None:
         self.behavior.append((item, action, ts_ms))
-        if action != EXPOSURE and any(item == i for i, _ in self.page):
+        if action != Action.EXPOSURE and any(item == i for i, _ in self.page):
             self.page_clicks.add(item)
         self.order = None  # every event re-ranks the pool
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device_agent.session.registry import DeviceRegistry
+from protos.actions import Action
 
-EXPOSURE, CLICK, PURCHASE = 0, 1, 2  # the app's action codes (device_agent.session.state)
 PAD = -1
 RECENT = 64  # a click labels a showing of its item among the latest RECENT impressions
 
@@ -55,7 +55,7 @@ class LocalExamples:
 
     def record(self, item: int, action: int, position: int) -> None:
         with self.lock:
-            if action == EXPOSURE:
+            if action == Action.EXPOSURE:
                 self.impressions.append(Impression(tuple(self.clicks), item, position))
                 return
             imp = self._latest_showing(item)
@@ -63,8 +63,8 @@ class LocalExamples:
                 imp = Impression(tuple(self.clicks), item, position)
                 self.impressions.append(imp)
             imp.click = True
-            imp.purchase = imp.purchase or action == PURCHASE
-            if action == CLICK:
+            imp.purchase = imp.purchase or action == Action.PURCHASE
+            if action == Action.CLICK:
                 self.clicks.append(item)
 
     def _latest_showing(self, item: int) -> Impression | None:

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-N_ACTIONS = 3  # exposure, click, purchase: one-hot per behaviour event; all zeros = padding
+from protos.actions import Action
+
+N_ACTIONS = len(Action)  # one-hot per behaviour event (protos.actions); all zeros = padding
 
 
 @dataclass(frozen=True)

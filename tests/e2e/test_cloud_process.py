@@ -50,11 +50,29 @@ def test_cloud_process_serves_and_shuts_down_cleanly_on_sigterm(
             proc.kill()
 
 
-def test_invalid_settings_fail_fast_with_a_clear_message(tmp_path: Path) -> None:
-    env = {**os.environ, "CLOUD_BUDGET_RATE": "-5", "CLOUD_GRPC_PORT": "not-a-port"}
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["cloud_service.main"],
+        ["cloud_service.federated.aggregator"],
+        ["training.federated.publish", "--out", "unused"],
+    ],
+)
+def test_invalid_settings_fail_fast_with_a_clear_message(command: list[str]) -> None:
+    """Every CLOUD_* process names each bad variable and exits 2, before touching Redis."""
+    env = {
+        **os.environ, "CLOUD_BUDGET_RATE": "-5", "CLOUD_GRPC_PORT": "not-a-port",
+        "CLOUD_FL_ROUND_S": "-1",
+    }  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-m", "cloud_service.main"], env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert out.returncode != 0
-    assert "invalid CLOUD_* settings" in out.stderr and "budget_rate" in out.stderr
+        [sys.executable, "-m", *command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("invalid CLOUD_* settings:")
+    for variable in (
+        "CLOUD_BUDGET_RATE='-5'",
+        "CLOUD_GRPC_PORT='not-a-port'",
+        "CLOUD_FL_ROUND_S='-1'",
+    ):
+        assert variable in out.stderr
+    assert "Traceback" not in out.stderr

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from pydantic import BaseModel
 
 from cloud_service.build import build_services
 from cloud_service.server import CloudServer
@@ -14,17 +15,35 @@ from cloud_service.settings import CloudSettings
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
 from device_agent.settings import DeviceSettings
+from tandem_core.settings import env_names, settings_groups
 from training.tiny import ArtifactDirs
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def from_variables(cls: type[SettingsT], prefix: str, **values: Any) -> SettingsT:
+    """Settings whose values are named like their variables without the prefix (`fl_round_s`
+    for CLOUD_FL_ROUND_S, `train` for DEVICE_TRAIN); every other field from the environment."""
+    where = {name.removeprefix(prefix).lower(): at for name, at in env_names(cls).items()}
+    fields: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key not in where:
+            raise TypeError(f"{cls.__name__} reads no variable {prefix}{key.upper()}")
+        group, field = where[key]
+        fields.setdefault(group, {})[field] = value
+    groups = settings_groups(cls)
+    return cls(**{group: groups[group](**kw) for group, kw in fields.items()})
 
 
 def cloud_settings(artifacts: ArtifactDirs, redis_url: str, **overrides: Any) -> CloudSettings:
+    """Overrides are named like the variables: `budget_rate` for CLOUD_BUDGET_RATE."""
     base: dict[str, Any] = {
         "redis_url": redis_url, "bundle_dir": artifacts.bundle,
         "device_model_dir": artifacts.device, "grpc_port": 0, "http_port": 0,
         "redis_socket_timeout_s": 0.2, "redis_open_circuit_s": 0.3, "shutdown_grace_s": 0.5,
         "budget_rate": 10_000.0, "budget_burst": 10_000.0,
     }  # fmt: skip
-    return CloudSettings(**{**base, **overrides})
+    return from_variables(CloudSettings, "CLOUD_", **{**base, **overrides})
 
 
 StartCloud = Callable[..., tuple[CloudServer, CloudServices]]
@@ -40,7 +59,7 @@ def start_cloud(tiny_artifacts: ArtifactDirs, redis_url: str) -> Iterator[StartC
             tiny_artifacts, overrides.pop("redis_url", redis_url), **overrides
         )
         services = build_services(settings)
-        server = CloudServer(services, settings.host, 0, 0)
+        server = CloudServer(services, settings.transport.host, 0, 0)
         server.start()
         started.append(server)
         return server, services
@@ -55,11 +74,12 @@ def start_agent() -> Iterator[Any]:
     started: list[AgentServer] = []
 
     def start(cloud_port: int, **overrides: Any) -> tuple[str, AgentServer]:
-        settings = DeviceSettings(
-            cloud_target=f"127.0.0.1:{cloud_port}", http_port=0, cloud_deadline_ms=500,
-            **overrides,
+        """Overrides are named like the variables: `request_budget` for DEVICE_REQUEST_BUDGET."""
+        settings = from_variables(
+            DeviceSettings, "DEVICE_", cloud_target=f"127.0.0.1:{cloud_port}", http_port=0,
+            cloud_deadline_ms=500, **overrides,
         )  # fmt: skip
-        server = AgentServer(build_agent(settings), settings.host, 0)
+        server = AgentServer(build_agent(settings), settings.agent.host, 0)
         server.start()
         started.append(server)
         return f"http://127.0.0.1:{server.port}", server

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cloud_service.store.keys import Keys
+from protos.actions import Action
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from protos.vectors import vector_from_proto, vector_to_proto
@@ -60,9 +61,11 @@ def test_grpc_and_rest_give_the_same_answer(start_cloud: StartCloud) -> None:
         [i.score for i in g.items], [i["score"] for i in r["items"]], rtol=1e-6
     )
     assert [i.category_id for i in g.items] == [i["category_id"] for i in r["items"]]
+    rows = services.recommend.recommender.bundle.item_rows  # sent as the bundle holds them
     for gi, ri in zip(g.items, r["items"], strict=True):
         assert gi.embedding.data == base64.b64decode(ri["embedding"]["data"])
         assert gi.embedding.dim == ri["embedding"]["dim"] == 40
+        np.testing.assert_array_equal(np.frombuffer(gi.embedding.data, "<f4"), rows[gi.item_id])
     assert g.model_version == r["model_version"] and g.embedding_version == r["embedding_version"]
     assert not {3, 7, 11} & {i.item_id for i in g.items}  # behaviour is not recommended back
     scores = [i.score for i in g.items]
@@ -70,12 +73,29 @@ def test_grpc_and_rest_give_the_same_answer(start_cloud: StartCloud) -> None:
 
 
 def test_a_second_call_excludes_what_the_session_already_served(start_cloud: StartCloud) -> None:
-    server, services = start_cloud(exclude_served=True)
+    server, services = start_cloud(exclude_served=True, session_served_len=12)
     stub, meta = grpc_stub(server.grpc_port), [("x-device-token", services.auth.token_for("d1"))]
     first = stub.Recommend(grpc_request("d1"), metadata=meta, timeout=5)
     second = stub.Recommend(pb.RecommendRequest(device_id="d1", k=8), metadata=meta, timeout=5)
     assert len(second.items) == 8
     assert not {i.item_id for i in first.items} & {i.item_id for i in second.items}
+    session = services.recommend.sessions.load("d1")
+    sent = [i.item_id for i in [*first.items, *second.items]]
+    assert session is not None and session.served == sent[-12:]  # the newest, bounded
+
+
+def test_without_exclude_served_the_session_keeps_no_served_items(
+    start_cloud: StartCloud,
+) -> None:
+    server, services = start_cloud()  # exclude_served is off by default
+    stub, meta = grpc_stub(server.grpc_port), [("x-device-token", services.auth.token_for("d2"))]
+    first = stub.Recommend(grpc_request("d2"), metadata=meta, timeout=5)
+    second = stub.Recommend(pb.RecommendRequest(device_id="d2", k=8), metadata=meta, timeout=5)
+    session = services.recommend.sessions.load("d2")
+    assert session is not None and session.served == []
+    assert [b.item_id for b in session.recent] == [i for i, _, _ in RECENT]  # still saved
+    # nothing sent is withheld: with the same behaviour, the same list again
+    assert [i.item_id for i in second.items] == [i.item_id for i in first.items]
 
 
 def test_health_and_reflection(start_cloud: StartCloud) -> None:
@@ -106,7 +126,7 @@ def test_metrics_count_calls_without_ids_as_labels(start_cloud: StartCloud) -> N
     stub.Recommend(grpc_request("m1"), metadata=[("x-device-token", services.auth.token_for("m1"))])
     text = httpx.get(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5).text
     assert 'tandem_cloud_requests_total{code="OK",method="Recommend",transport="grpc"}' in text
-    assert "tandem_cloud_embedding_rows_total" in text
+    assert 'tandem_cloud_budget_decisions_total{decision="allowed"}' in text
     assert "m1" not in text
 
 
@@ -218,7 +238,7 @@ def test_events_go_to_the_bounded_stream(start_cloud: StartCloud, redis_url: str
     length = client.xlen(Keys().events())
     assert 10 <= length < 200  # MAXLEN ~ trims by whole macro-nodes, never below the bound
     last = client.xrevrange(Keys().events(), count=1)[0][1]
-    assert last[b"device"] == b"e1" and last[b"item"] == b"199" and last[b"action"] == b"2"
+    assert last[b"device"] == b"e1" and last[b"item"] == b"199" and last[b"action"] == b"%d" % Action.CLICK
 
 
 def test_interest_vector_is_used_and_validated(start_cloud: StartCloud) -> None:

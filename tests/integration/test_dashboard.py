@@ -14,7 +14,7 @@ from cloud_service.api.dashboard import DashboardStats
 from cloud_service.services.container import CloudServices
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
-from device_agent.settings import DeviceSettings
+from device_agent.settings import CloudLinkSettings, DeviceSettings, PacingSettings
 from localrun.redis_server import free_port
 from tests.integration.conftest import StartCloud
 
@@ -85,10 +85,10 @@ def test_agents_are_summed_and_dead_ones_shown_without_failing(
         dashboard_agents=[live, dead, black_hole], dashboard_agent_timeout_s=0.5
     )
     settings = DeviceSettings(
-        cloud_target=f"127.0.0.1:{server.grpc_port}", http_port=agent_port,
-        cloud_deadline_ms=500, request_budget=0.0, initial_threshold=1e9,  # never asks again
-    )  # fmt: skip
-    agent = AgentServer(build_agent(settings), settings.host, agent_port)
+        cloud=CloudLinkSettings(target=f"127.0.0.1:{server.grpc_port}", deadline_ms=500),
+        pacing=PacingSettings(request_budget=0.0, initial_threshold=1e9),  # never asks again
+    )
+    agent = AgentServer(build_agent(settings), settings.agent.host, agent_port)
     agent.start()
     try:
         for _ in range(6):

@@ -37,7 +37,7 @@ def test_agent_devices_train_and_their_round_is_applied(
     first = agent.trainer.run_once()  # check-in only: no round is open yet
     assert {o.state for o in first} == {"no_round"}
     agg = Aggregator(
-        fed.store, build_round_config(services.settings), fed.dim, Defences(), "agg-t",
+        fed.store, build_round_config(services.settings.federated), fed.dim, Defences(), "agg-t",
         rng=np.random.default_rng(0),
     )  # fmt: skip
     agg.step(block_ms=10)  # opens a round over the two checked-in devices

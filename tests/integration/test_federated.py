@@ -69,7 +69,7 @@ def aggregator(services: CloudServices, name: str = "agg-test") -> Aggregator:
     fed = services.federated
     assert fed is not None
     return Aggregator(
-        fed.store, build_round_config(services.settings), fed.dim, Defences(), name,
+        fed.store, build_round_config(services.settings.federated), fed.dim, Defences(), name,
         rng=np.random.default_rng(0),
     )  # fmt: skip
 
@@ -120,7 +120,7 @@ def test_fedlaavg_reuses_the_latest_update_of_a_device_that_sat_out(
     fed = services.federated
     assert fed is not None
     agg = Aggregator(
-        fed.store, build_round_config(services.settings), fed.dim, Defences("fedlaavg"),
+        fed.store, build_round_config(services.settings.federated), fed.dim, Defences("fedlaavg"),
         "agg-la", rng=np.random.default_rng(0),
     )  # fmt: skip
     a.pull([]), b.pull([])
@@ -225,7 +225,7 @@ def test_sigkill_of_the_aggregator_loses_no_acknowledged_update(
         p.pull([])
     env = {
         **os.environ, "CLOUD_REDIS_URL": redis_url,
-        "CLOUD_BUNDLE_DIR": str(services.settings.bundle_dir),
+        "CLOUD_BUNDLE_DIR": str(services.settings.models.bundle_dir),
         **{f"CLOUD_{k.upper()}": str(v) for k, v in fl.items()},
     }  # fmt: skip
     cmd = [sys.executable, "-m", "cloud_service.federated.aggregator"]
@@ -273,7 +273,7 @@ def test_the_published_bundle_serves_the_federated_rows(
         assert p.push(info.round_id, info.base_version, [1, 2, 3], deltas).accepted
     assert agg.step(block_ms=50) == "applied"
 
-    source = services.settings.bundle_dir
+    source = services.settings.models.bundle_dir
     manifest = publish(fed.store, source, tmp_path / "published")
     old, new = load_bundle(source), load_bundle(tmp_path / "published")  # sha256 checked
     assert manifest["federated_version"] == fed.store.version() == 1

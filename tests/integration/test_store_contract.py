@@ -14,11 +14,10 @@ import redis
 from cloud_service.domain import Action, Behavior, Event, Session
 from cloud_service.store.breaker import Breaker
 from cloud_service.store.keys import Keys
-from cloud_service.store.memory import MemoryBudget, MemoryEventLog, MemoryRowCache, MemorySessions
+from cloud_service.store.memory import MemoryBudget, MemoryEventLog, MemorySessions
 from cloud_service.store.redis_store import (
     RedisBudget,
     RedisEventLog,
-    RedisRowCache,
     RedisSessions,
     RedisStore,
     build_redis,
@@ -30,7 +29,6 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Stores:
     sessions: Any
-    rows: Any
     events: Any
     budget_factory: Any
 
@@ -39,7 +37,7 @@ class Stores:
 def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
     if request.param == "memory":
         yield Stores(
-            MemorySessions(ttl_s=1), MemoryRowCache(), MemoryEventLog(maxlen=1000),
+            MemorySessions(ttl_s=1), MemoryEventLog(maxlen=1000),
             lambda rate, burst: MemoryBudget(rate, burst),
         )  # fmt: skip
         return
@@ -47,8 +45,8 @@ def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
     client = build_redis(url, socket_timeout_s=1.0, retries=1)
     store = RedisStore(client, Keys("contract"), Breaker(0.5))
     yield Stores(
-        RedisSessions(store, ttl_s=1), RedisRowCache(store, shards=8, batch=16, ttl_s=60),
-        RedisEventLog(store, maxlen=1000), lambda rate, burst: RedisBudget(store, rate, burst),
+        RedisSessions(store, ttl_s=1), RedisEventLog(store, maxlen=1000),
+        lambda rate, burst: RedisBudget(store, rate, burst),
     )  # fmt: skip
     client.close()
 
@@ -67,19 +65,6 @@ def test_session_round_trip_and_ttl(stores: Stores) -> None:
     assert stores.sessions.load("b") is None  # sessions are per device
     time.sleep(1.2)
     assert stores.sessions.load("a") is None
-
-
-def test_rows_round_trip_by_version_in_batches(stores: Stores) -> None:
-    ids = np.arange(0, 300, 3, dtype=np.int64)  # 100 ids: several shards, several batches each
-    rows = np.random.default_rng(0).normal(size=(100, 6)).astype(np.float32)
-    got, found = stores.rows.get_rows("v1", ids, 6)
-    assert not found.any() and not got.any()
-    stores.rows.put_rows("v1", ids[:60], rows[:60])
-    got, found = stores.rows.get_rows("v1", ids, 6)
-    assert found.tolist() == [True] * 60 + [False] * 40
-    np.testing.assert_array_equal(got[:60], rows[:60])
-    _, other = stores.rows.get_rows("v2", ids, 6)
-    assert not other.any()  # versions never mix
 
 
 def test_events_append_in_order(stores: Stores) -> None:
@@ -105,13 +90,12 @@ def test_redis_keys_are_prefixed_and_hash_tagged(redis_url: str) -> None:
     client = build_redis(redis_url, 1.0, 1)
     store = RedisStore(client, Keys("pfx"), Breaker(0.5))
     RedisSessions(store, 60).save("dev-9", Session())
-    RedisRowCache(store, 4, 8, 60).put_rows("emb-x", np.arange(8), np.zeros((8, 2)))
     RedisEventLog(store, 10).append("dev-9", [Event(1, Action.CLICK, 1, 0, "")])
     RedisBudget(store, 1.0, 1.0).take()
     keys = sorted(k.decode() for k in client.keys("*"))
     assert all(k.startswith("pfx:{") for k in keys), keys
-    assert "pfx:{dev:dev-9}:session" in keys and "pfx:{events}" in keys
-    assert client.ttl("pfx:{dev:dev-9}:session") > 0
+    assert "pfx:{dev:dev-9}:session:v2" in keys and "pfx:{events}" in keys
+    assert client.ttl("pfx:{dev:dev-9}:session:v2") > 0
     for key in keys:  # Cluster places each key by its tag alone: multi-key calls stay in one slot
         tag = key[key.index("{") + 1 : key.index("}")]
         assert redis.cluster.key_slot(key.encode()) == redis.cluster.key_slot(tag.encode())

@@ -12,7 +12,7 @@ from device_agent.cloud_client import CloudError, CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.service import AgentService, AppEvent, InvalidEvent
 from device_agent.session.registry import SessionRegistry
-from device_agent.settings import DeviceSettings
+from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings
 from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.unit
@@ -51,12 +51,15 @@ class FixedValue:
 
 
 def service(
-    cloud: FakeCloud, reranker: RerankerSlot | None = None, value: float | None = None, **kw: object
+    cloud: FakeCloud,
+    reranker: RerankerSlot | None = None,
+    value: float | None = None,
+    **pacing: float,
 ) -> AgentService:
-    settings = DeviceSettings(pool_size=12, **kw)  # type: ignore[arg-type]
+    settings = DeviceSettings(feed=FeedSettings(pool_size=12), pacing=PacingSettings(**pacing))
     registry = SessionRegistry(build_session_factory(settings), max_devices=3)
     model = None if value is None else FixedValue(value)
-    pacer = build_pacer(settings)
+    pacer = build_pacer(settings.pacing)
     return AgentService(registry, cloud, reranker or RerankerSlot(), model, 12, 50, "value", pacer)  # type: ignore[arg-type]
 
 
@@ -142,5 +145,8 @@ def test_sessions_are_evicted_least_recent_first() -> None:
 def test_the_pool_is_large_enough_for_refills_to_fit_the_budget(
     budget: float, page: int, pool: int, expected: int
 ) -> None:
-    s = DeviceSettings(request_budget=budget, page_size=page, pool_size=pool)
+    s = DeviceSettings(
+        feed=FeedSettings(page_size=page, pool_size=pool),
+        pacing=PacingSettings(request_budget=budget),
+    )
     assert request_size(s) == expected  # refills cost page / size ≤ budget / 1.5 unless capped

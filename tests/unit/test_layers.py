@@ -43,6 +43,8 @@ DEVICE_INFERENCE = (
 RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     (("device_agent/",), (), ("cloud_service",)),
     (("cloud_service/",), (), ("device_agent",)),
+    (("cloud_service/api/",), (), ("cloud_service.rpc",)),  # the transports share wire.py only
+    (("cloud_service/rpc/",), (), ("cloud_service.api",)),
     (RUNTIME, (), OFFLINE),
     (("tandem_core/",), (), ("cloud_service", "device_agent", *IO)),
     (("tandem_core/",), ("tandem_core/models/",), ("torch",)),
@@ -189,7 +191,9 @@ def test_checker_reports_a_bad_import(tmp_path: Path) -> None:
         ("cloud_service/main.py", "from localrun.demo import main\n", "localrun"),
         ("protos/vectors.py", "from tandem_core.models import din\n", "tandem_core"),
         ("cloud_service/errors.py", "import grpc\n", "grpc"),
-        ("cloud_service/services/rows.py", "from redis import Redis\n", "redis"),
+        ("cloud_service/api/routers/x.py", "from ...rpc import servicer\n", "cloud_service.rpc"),
+        ("cloud_service/api/routers/x.py", "from cloud_service.wire import pb\n", None),
+        ("cloud_service/services/recommend.py", "from redis import Redis\n", "redis"),
         ("device_agent/inference/models.py", "import torch\n", "torch"),
         ("training/ranker/train.py", "from loadtest import feed\n", "loadtest"),
         ("tandem_core/models/din.py", "from starlette import types\n", "starlette"),

@@ -88,7 +88,7 @@ def publish(store: FederatedStore, bundle_dir: Path, out: Path) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cloud_service.settings import CloudSettings
+    from cloud_service.settings import load_settings
     from cloud_service.store.breaker import Breaker
     from cloud_service.store.redis_store import build_redis
 
@@ -96,13 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="a new (or empty) bundle directory")
     ap.add_argument("--timeout-s", type=float, default=30.0, help="deadline of the Redis read")
     args = ap.parse_args(argv)
-    s = CloudSettings()
+    s = load_settings()
     # its own deadline: the serving one (a fraction of a second) is for single-row reads, this
     # reads every row in one MULTI
-    client = build_redis(s.redis_url, args.timeout_s, s.redis_retries)
+    client = build_redis(
+        s.store.redis_url, socket_timeout_s=args.timeout_s, retries=s.store.redis_retries
+    )
     try:
-        fl = FederatedStore(client, s.key_prefix, Breaker(s.redis_open_circuit_s))
-        manifest = publish(fl, s.bundle_dir, args.out)
+        fl = FederatedStore(
+            client, s.store.key_prefix, Breaker(open_s=s.store.redis_open_circuit_s)
+        )
+        manifest = publish(fl, s.models.bundle_dir, args.out)
     except PublishError as exc:
         print(f"not published: {exc}")
         return 2

@@ -97,25 +97,3 @@ def write_bundle(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def rebundle(ranker_dir: Path) -> dict[str, object]:
-    """Re-export `<ranker_dir>/serving` from the saved ranker, keeping its retrieval tables
-    (for bundles written before a file was added to the format)."""
-    from training.ranker.artifacts import load_ranker
-
-    model, manifest = load_ranker(ranker_dir)
-    out = ranker_dir / "serving"
-    old = json.loads((out / MANIFEST).read_text())
-    export_din(model, out / RANKER_ONNX)
-    np.savez(out / FEDERATED, **federated_start(model))  # type: ignore[arg-type]
-    new = {**old, "version": manifest.version, "embedding_version": manifest.embedding_version}
-    new["sha256"] = {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in BUNDLE_FILES}
-    (out / MANIFEST).write_text(json.dumps(new, indent=2))
-    return new
-
-
-if __name__ == "__main__":
-    import sys
-
-    print(json.dumps(rebundle(Path(sys.argv[1]))["sha256"], indent=2))

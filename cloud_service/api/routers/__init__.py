@@ -1,0 +1,1 @@
+"""One router per REST resource, each built over the replica's `CloudServices`."""

@@ -1,0 +1,117 @@
+"""The state federated learning runs on: the model, the round, the update stream and the lease.
+
+The parameter server (`FederatedService`) and the aggregator see only this protocol;
+`FederatedStore` (Redis) and `MemoryFederatedState` implement it and pass one contract suite
+(tests/integration/test_federated_state_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+# How long a push's update id is remembered for de-duplication, after the latest push.
+SEEN_TTL_MS = 7 * 86_400_000
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round_id: str
+    state: str  # open | applied | aborted
+    base_version: int
+    deadline_ms: int  # wall clock, ms since the epoch
+    quorum: int
+    selected: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StoredPush:
+    """One accepted push as the stream holds it, until the aggregator acks it."""
+
+    entry_id: str
+    round_id: str
+    update_id: str
+    payload: bytes  # the encoded ModelUpdate
+
+
+class RoundNotCurrent(RuntimeError):
+    """The round being finished was replaced or changed meanwhile; re-read, do not re-apply."""
+
+
+class FederatedState(Protocol):
+    # --- the global model -------------------------------------------------------------------
+    def initialise(self, rows: np.ndarray, dense: dict[str, np.ndarray]) -> bool:
+        """Write version 0 once (the first replica wins); False when a model already exists."""
+        ...
+
+    def row_count(self) -> int: ...
+
+    def version(self) -> int:
+        """Rounds applied since version 0 (0 before `initialise`)."""
+        ...
+
+    def snapshot(
+        self, item_ids: Iterable[int], dim: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+        """Rows of `item_ids` (zeros for unknown ids), all dense layers and the version, read
+        consistently with each other."""
+        ...
+
+    # --- devices and rounds -----------------------------------------------------------------
+    def register(self, device_id: str) -> None: ...
+
+    def devices(self) -> list[str]:
+        """Every registered device, sorted."""
+        ...
+
+    def current_round(self) -> RoundInfo | None: ...
+
+    def open_round(self, info: RoundInfo) -> None:
+        """Replace the current round by `info`, in state 'open'."""
+        ...
+
+    # --- updates ----------------------------------------------------------------------------
+    def push(
+        self, update_id: str, round_id: str, device_id: str, payload: bytes
+    ) -> tuple[str, str]:
+        """(outcome, stream entry id), outcome accepted | duplicate | closed | late | not_selected,
+        checked in that order (closed, late, not_selected, duplicate) and atomically with the
+        append; a duplicate answers the entry id of the update id's first push."""
+        ...
+
+    def ensure_group(self, group: str) -> None:
+        """Create the consumer group (reading from the stream's start) unless it exists."""
+        ...
+
+    def read(self, group: str, consumer: str, pending: bool, block_ms: int) -> list[StoredPush]:
+        """This consumer's delivered but unacked entries (`pending`), or entries new to the group,
+        which become this consumer's pending ones; waits up to `block_ms` for new ones (0: until
+        one arrives, as Redis's BLOCK 0)."""
+        ...
+
+    def ack(self, group: str, entry_ids: list[str]) -> None:
+        """Drop entries from the stream (late arrivals of a finished round, undecodable ones)."""
+        ...
+
+    def claim_pending(self, group: str, consumer: str) -> None:
+        """Make every pending entry of the group `consumer`'s (a dead leader's, or its own)."""
+        ...
+
+    def finish_round(
+        self, group: str, round_id: str, entry_ids: list[str], state: str,
+        row_ids: np.ndarray | None = None, row_delta: np.ndarray | None = None,
+        dense_delta: dict[str, np.ndarray] | None = None,
+    ) -> int:  # fmt: skip
+        """Apply (state 'applied': rows += row_delta, layers += dense_delta, version + 1) or drop
+        ('aborted') the round, set its state and ack its entries, all at once; returns the
+        version. Raises RoundNotCurrent when `round_id` is not (or no longer) the round."""
+        ...
+
+    # --- the aggregator lease ---------------------------------------------------------------
+    def hold_lease(self, name: str, lease_ms: int) -> bool:
+        """Take the lease when free or expired, or renew it when `name` holds it; False while
+        another holder's lease runs."""
+        ...

@@ -1,0 +1,104 @@
+"""The aggregator loop and the parameter server over the in-memory federated state, no Redis."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from cloud_service.auth import DeviceAuth
+from cloud_service.federated.aggregate import fedsubavg
+from cloud_service.federated.aggregator import GROUP, Aggregator, Defences
+from cloud_service.federated.rounds import RoundConfig
+from cloud_service.services.federated import FederatedService
+from cloud_service.store.federated_memory import MemoryFederatedState
+from cloud_service.store.federated_state import FederatedState
+from tandem_core.federated.update import ModelUpdate
+
+pytestmark = pytest.mark.unit
+N_ITEMS, DIM = 10, 3
+DEVICES = ["m-0", "m-1", "m-2"]
+CFG = RoundConfig(devices_per_round=3, over_select=0.0, quorum_share=1.0, duration_s=30)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def server(state: FederatedState) -> tuple[FederatedService, DeviceAuth]:
+    rng = np.random.default_rng(0)
+    state.initialise(
+        rng.normal(size=(N_ITEMS, DIM)).astype(np.float32), {"w": np.zeros((2, 2), np.float32)}
+    )
+    auth = DeviceAuth(b"a test secret of 32 bytes......")
+    return FederatedService(auth, state, N_ITEMS, DIM, {"w": (2, 2)}, CFG), auth
+
+
+def aggregator(state: FederatedState, name: str) -> Aggregator:
+    return Aggregator(state, CFG, DIM, Defences(), name, rng=np.random.default_rng(0))
+
+
+def push_all(service: FederatedService, auth: DeviceAuth) -> list[ModelUpdate]:
+    """Every device checks the round and pushes a delta to rows of its own."""
+    pushed = []
+    for i, device in enumerate(DEVICES):
+        sub = service.pull(device, "", [], auth.token_for(device))
+        assert sub.round is not None and sub.selected
+        update = ModelUpdate(
+            device, np.array([i, 9]), np.full((2, DIM), float(i + 1), np.float32),
+            np.array([1, 2]), {"w": np.full((2, 2), 0.1 * (i + 1), np.float32)}, 2,
+            round_id=sub.round.round_id, update_id=f"{device}-u", base_version=sub.version,
+        )  # fmt: skip
+        receipt = service.push(update, auth.token_for(device))
+        assert receipt.accepted and receipt.reason == "accepted"
+        pushed.append(update)
+    return pushed
+
+
+def test_a_round_opens_collects_pushes_and_is_applied() -> None:
+    state = MemoryFederatedState()
+    service, auth = server(state)
+    for device in DEVICES:
+        service.pull(device, "", [], auth.token_for(device))  # check in
+    agg, standby = aggregator(state, "agg-a"), aggregator(state, "agg-b")
+    assert agg.step(block_ms=10) is None  # took the lease, opened the round
+    assert standby.step(block_ms=1) is None and standby.rounds == 0  # no lease, nothing done
+    before, dense_before, _ = state.snapshot(range(N_ITEMS), DIM)
+    pushed = push_all(service, auth)
+
+    assert agg.step(block_ms=10) == "applied"  # everyone answered
+    rows, dense, version = state.snapshot(range(N_ITEMS), DIM)
+    ids, delta = fedsubavg(pushed, DIM)
+    np.testing.assert_allclose(rows[ids], before[ids] + delta, rtol=1e-6)
+    untouched = np.setdiff1d(np.arange(N_ITEMS), ids)
+    np.testing.assert_array_equal(rows[untouched], before[untouched])
+    np.testing.assert_allclose(dense["w"], dense_before["w"] + 0.2, rtol=1e-6)  # mean of .1-.3
+    assert version == 1 and agg.rounds == 1
+    assert state.read(GROUP, "agg-a", pending=True, block_ms=0) == []
+
+
+def test_a_standby_takes_over_the_pushes_a_dead_leader_had_read() -> None:
+    clock = Clock()  # the lease's; round deadlines (30 s) stay far off
+    state = MemoryFederatedState(clock)
+    service, auth = server(state)
+    for device in DEVICES:
+        service.pull(device, "", [], auth.token_for(device))
+    leader, standby = aggregator(state, "agg-a"), aggregator(state, "agg-b")
+    leader.step(block_ms=10)
+    before, _, _ = state.snapshot(range(N_ITEMS), DIM)
+    pushed = push_all(service, auth)
+    assert len(state.read(GROUP, "agg-a", pending=False, block_ms=10)) == 3  # read; then killed
+    assert standby.step(block_ms=1) is None  # the dead leader's lease still runs
+    clock.now += standby.lease_ms / 1000 + 0.1
+
+    assert standby.step(block_ms=10) == "applied"  # from the entries it claimed
+    rows, _, version = state.snapshot(range(N_ITEMS), DIM)
+    ids, delta = fedsubavg(pushed, DIM)
+    np.testing.assert_allclose(rows[ids], before[ids] + delta, rtol=1e-6)
+    assert version == 1
+    assert state.read(GROUP, "agg-a", pending=True, block_ms=0) == []

@@ -1,0 +1,100 @@
+"""Both processes' settings: grouped in code, the same flat variables outside, errors by name."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud_service.settings import CloudSettings
+from cloud_service.settings import load_settings as load_cloud
+from device_agent.settings import DeviceSettings
+from device_agent.settings import load_settings as load_device
+from tandem_core.settings import EXIT_BAD_SETTINGS, describe, env_names
+
+pytestmark = pytest.mark.unit
+
+# deploy/, localrun/, loadtest/ and the e2e tests set these: renaming one breaks them silently
+CLOUD_VARIABLES = {
+    "HOST", "GRPC_PORT", "HTTP_PORT", "GRPC_WORKERS", "GRPC_MAX_RECEIVE_BYTES",
+    "GRPC_MAX_SEND_BYTES", "HTTP_MAX_BODY_BYTES", "SHUTDOWN_GRACE_S", "PORTS_FILE",
+    "BUNDLE_DIR", "DEVICE_MODEL_DIR", "ONNX_THREADS", "BLAS_THREADS", "PURCHASE_WEIGHT",
+    "N_EMBEDDING", "N_COOCCURRENCE", "N_POPULAR",
+    "REDIS_URL", "KEY_PREFIX", "REDIS_SOCKET_TIMEOUT_S", "REDIS_RETRIES", "REDIS_OPEN_CIRCUIT_S",
+    "SESSION_TTL_S", "EVENTS_STREAM_MAXLEN",
+    "BUDGET_RATE", "BUDGET_BURST", "BUDGET_LOCAL_SHARE",
+    "AUTH_SECRET", "MAX_K", "MAX_RECENT", "MAX_EXCLUDE", "MAX_EVENTS", "SESSION_RECENT_LEN",
+    "SESSION_SERVED_LEN", "EXCLUDE_SERVED",
+    "DASHBOARD_AGENTS", "DASHBOARD_AGENT_TIMEOUT_S", "DASHBOARD_WINDOW_S",
+    "FL_DEVICES_PER_ROUND", "FL_OVER_SELECT", "FL_QUORUM_SHARE", "FL_ROUND_S",
+    "FL_STALENESS_BOUND", "FL_STALENESS_DECAY", "FL_MAX_ROWS", "FL_ALGORITHM", "FL_CLIP_NORM",
+    "FL_CLIP_MEDIAN", "FL_MAX_CORRECTION", "FL_MIN_CONTRIBUTORS", "FL_TRIM",
+    "AGGREGATOR_NAME", "AGGREGATOR_HEARTBEAT",
+}  # fmt: skip
+DEVICE_VARIABLES = {
+    "HOST", "HTTP_PORT", "PORTS_FILE", "AGENT_ID", "TOKEN_SECRET", "MAX_DEVICES", "MAX_EVENTS",
+    "CLOUD_TARGET", "CLOUD_DEADLINE_MS", "VALUE_MODEL", "ONNX_THREADS", "MODEL_POLL_S",
+    "POOL_SIZE", "MAX_POOL_SIZE", "PAGE_SIZE", "N_CATEGORIES", "BEHAVIOR_LEN", "MAX_K",
+    "POLICY", "REQUEST_BUDGET", "PACER_ETA", "PACER_BURST", "PACER_BACKOFF", "INITIAL_THRESHOLD",
+    "TRAIN", "TRAIN_INTERVAL_S", "TRAIN_MIN_EXAMPLES", "TRAIN_EXAMPLES_KEPT", "TRAIN_EPOCHS",
+    "TRAIN_LR", "TRAIN_OPTIMIZER", "TRAIN_KEEP_PROB", "TRAIN_DECOY_PROB", "TRAIN_TIMEOUT_S",
+}  # fmt: skip
+
+
+def test_the_variable_names_are_the_published_ones() -> None:
+    assert set(env_names(CloudSettings)) == {f"CLOUD_{v}" for v in CLOUD_VARIABLES}
+    assert set(env_names(DeviceSettings)) == {f"DEVICE_{v}" for v in DEVICE_VARIABLES}
+
+
+def test_each_group_reads_its_own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "CLOUD_FL_ROUND_S": "7", "CLOUD_DASHBOARD_WINDOW_S": "9", "CLOUD_AGGREGATOR_NAME": "agg-3",
+        "CLOUD_BUDGET_RATE": "11", "CLOUD_REDIS_URL": "redis://r:1/0", "CLOUD_GRPC_PORT": "0",
+        "DEVICE_TRAIN": "true", "DEVICE_TRAIN_LR": "0.25", "DEVICE_CLOUD_TARGET": "c:1",
+        "DEVICE_REQUEST_BUDGET": "0.3",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    cloud, device = load_cloud(), load_device()
+    assert (cloud.federated.round_s, cloud.dashboard.window_s) == (7.0, 9.0)
+    assert (cloud.aggregator.name, cloud.budget.rate) == ("agg-3", 11.0)
+    assert (cloud.store.redis_url, cloud.transport.grpc_port) == ("redis://r:1/0", 0)
+    assert device.trainer.enabled and device.trainer.lr == 0.25
+    assert (device.cloud.target, device.pacing.request_budget) == ("c:1", 0.3)
+    assert CloudSettings() == cloud  # the same, built directly
+
+
+def test_bad_variables_are_all_named_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CLOUD_FL_ROUND_S", "-1")
+    monkeypatch.setenv("CLOUD_GRPC_PORT", "not-a-port")
+    monkeypatch.setenv("CLOUD_DASHBOARD_AGENTS", "[not json")
+    with pytest.raises(SystemExit) as exit_:
+        load_cloud()
+    assert exit_.value.code == EXIT_BAD_SETTINGS
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "invalid CLOUD_* settings:"
+    assert any(line.startswith("  CLOUD_FL_ROUND_S='-1': ") for line in err)
+    assert any(line.startswith("  CLOUD_GRPC_PORT='not-a-port': ") for line in err)
+    assert any(line.startswith("  CLOUD_DASHBOARD_AGENTS: not valid JSON") for line in err)
+
+
+def test_the_switch_of_training_is_named_as_its_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEVICE_TRAIN", "maybe")
+    with pytest.raises(SystemExit):
+        load_device()
+    assert "  DEVICE_TRAIN='maybe': " in capsys.readouterr().err
+
+
+class Secretive(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="X_")
+    secret: SecretStr = Field(SecretStr("long enough"), min_length=8)
+
+
+def test_a_bad_secret_is_named_but_not_echoed() -> None:
+    with pytest.raises(ValidationError) as err:
+        Secretive(secret="hunter2")  # type: ignore[arg-type]
+    line = describe(Secretive, err.value.errors()[0])
+    assert line.startswith("  X_SECRET: ") and "hunter2" not in line
