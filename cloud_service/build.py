@@ -11,7 +11,7 @@ from cloud_service.auth import DeviceAuth
 from cloud_service.federated.build import build_round_config, federated_dims
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
-from cloud_service.registry.bundle import ArtifactIntegrityError, load_bundle
+from cloud_service.registry.bundle import load_bundle
 from cloud_service.registry.device_models import DeviceModelRegistry
 from cloud_service.services.container import CloudServices, Readiness
 from cloud_service.services.device_models import DeviceModelService
@@ -31,6 +31,7 @@ from cloud_service.store.redis_store import (
     RedisStore,
     build_redis,
 )
+from tandem_core.artifacts import ArtifactIntegrityError
 
 log = logging.getLogger(__name__)
 

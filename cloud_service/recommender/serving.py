@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from cloud_service.recommender.retrieval import RetrievalConfig, Retriever
 from cloud_service.registry.bundle import ServingBundle
+from tandem_core.onnx_session import cpu_session
 
 PAD = -1
 POPULAR_FALLBACK = 5000  # enough most-clicked items to fill a list after exclusions
@@ -40,12 +40,7 @@ class OnlineRecommender:
         self.purchase_weight = purchase_weight
         self.retriever = Retriever(bundle.item_rows, bundle.co_clicks, bundle.popularity, retrieval)
         self.popular_order = np.argsort(-bundle.popularity, kind="stable")[:POPULAR_FALLBACK]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            bundle.ranker_onnx, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = cpu_session(bundle.ranker_onnx, threads)
 
     def history(self, clicked: np.ndarray) -> np.ndarray:
         """The last `history_len` clicked items as the ranker's (1, L) input.

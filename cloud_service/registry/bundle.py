@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-RANKER_ONNX = "ranker.onnx"
-TABLES = "tables.npz"
-FEDERATED = "federated.npz"  # the starting point of federated training: rows + dense layers
-MANIFEST = "manifest.json"
-BUNDLE_FILES = (RANKER_ONNX, TABLES, FEDERATED)
-
-
-class ArtifactIntegrityError(RuntimeError):
-    """A file does not match the sha256 its manifest records, or the manifest is unusable."""
+from tandem_core.artifacts import (
+    FEDERATED,
+    RANKER_ONNX,
+    TABLES,
+    read_manifest,
+    read_verified,
+)
 
 
 @dataclass(frozen=True)
@@ -42,21 +37,6 @@ class ServingBundle:
     @property
     def dim(self) -> int:
         return int(self.item_rows.shape[1])
-
-
-def read_verified(directory: Path, name: str, sha256: dict[str, str]) -> bytes:
-    data = (directory / name).read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha256.get(name):
-        raise ArtifactIntegrityError(f"{directory / name} does not match its manifest's sha256")
-    return data
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    try:
-        manifest: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactIntegrityError(f"cannot read {directory / MANIFEST}: {exc}") from exc
-    return manifest
 
 
 def load_bundle(directory: Path) -> ServingBundle:

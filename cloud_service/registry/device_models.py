@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_service.registry.bundle import ArtifactIntegrityError, read_manifest, read_verified
+from tandem_core.artifacts import ArtifactIntegrityError, read_manifest, read_verified
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from tandem_core.onnx_session import cpu_session
 
 INPUTS = ("behavior", "behavior_action", "candidates", "cloud_score")
 
@@ -19,12 +20,7 @@ class OnnxReranker:
     """An ONNX Runtime session for the device re-ranker; one intra-op thread by default."""
 
     def __init__(self, model_bytes: bytes, version: str, threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = cpu_session(model_bytes, threads)
         self.version = version
         names = tuple(i.name for i in self.session.get_inputs())
         if names != INPUTS:

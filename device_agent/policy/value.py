@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from device_agent.policy.features import FEATURES
+from tandem_core.onnx_session import cpu_session
 
 
 class RequestValueModel:
     """ONNX uplift model: features (N, len(FEATURES)) float32 → value (N,) in reward units."""
 
     def __init__(self, model_bytes: bytes, threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = cpu_session(model_bytes, threads)
         inp = self.session.get_inputs()[0]
         if inp.shape[-1] != len(FEATURES):
             raise ValueError(f"model expects {inp.shape[-1]} features, agent has {len(FEATURES)}")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_service.registry.bundle import ArtifactIntegrityError
 from cloud_service.registry.device_models import DeviceModelRegistry
+from tandem_core.artifacts import ArtifactIntegrityError
 
 pytestmark = pytest.mark.unit
 

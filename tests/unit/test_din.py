@@ -10,8 +10,9 @@ import torch
 
 from simulator.pipeline import build_experiment
 from simulator.world import WorldConfig
+from tandem_core.artifacts import ArtifactIntegrityError
 from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
-from training.ranker.artifacts import ArtifactIntegrityError, load_ranker, save_ranker
+from training.ranker.artifacts import load_ranker, save_ranker
 from training.ranker.scoring import DinScorer, rank
 from training.ranker.train import TrainConfig, train_ranker
 

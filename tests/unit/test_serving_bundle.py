@@ -10,8 +10,9 @@ import torch
 
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
-from cloud_service.registry.bundle import TABLES, ArtifactIntegrityError, load_bundle
+from cloud_service.registry.bundle import load_bundle
 from simulator.logs import Impressions
+from tandem_core.artifacts import TABLES, ArtifactIntegrityError
 from tandem_core.models.din import DinConfig, DinRanker
 from training.ranker.bundle import co_click_graph, write_bundle
 from training.ranker.scoring import rank

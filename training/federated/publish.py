@@ -14,26 +14,24 @@ under it. Only the cloud's own ranker takes the federated rows.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cloud_service.registry.bundle import (
+from cloud_service.registry.bundle import load_bundle, load_federated_start
+from cloud_service.store.federated_redis import FederatedStore
+from tandem_core.artifacts import (
     BUNDLE_FILES,
     FEDERATED,
-    MANIFEST,
     RANKER_ONNX,
     TABLES,
-    load_bundle,
-    load_federated_start,
+    digests,
     read_manifest,
+    staged_dir,
+    write_manifest,
 )
-from cloud_service.store.federated_redis import FederatedStore
 from tandem_core.models.din import ranker_from_federated
 from training.ranker.bundle import export_din
 
@@ -61,29 +59,22 @@ def publish(store: FederatedStore, bundle_dir: Path, out: Path) -> dict[str, Any
     if shapes != {n: a.shape for n, a in start_dense.items()}:
         raise PublishError("the federated layers in Redis are not this bundle's model")
     model = ranker_from_federated(rows, dense, bundle.item_category).eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         export_din(model, tmp / RANKER_ONNX)
         shutil.copyfile(bundle_dir / TABLES, tmp / TABLES)
         arrays = {"rows": rows, **{f"dense/{k}": v for k, v in dense.items()}}
         np.savez(tmp / FEDERATED, **arrays)  # type: ignore[arg-type]
-        digests = {n: hashlib.sha256((tmp / n).read_bytes()).hexdigest() for n in BUNDLE_FILES}
+        files = digests(tmp, BUNDLE_FILES)
         source = read_manifest(bundle_dir)
         manifest = {
             **source,
             # the content hash keeps versions apart when a reset Redis counts rounds from 0 again
-            "version": f"{source['version']}+fl{version}.{digests[FEDERATED][:8]}",
+            "version": f"{source['version']}+fl{version}.{files[FEDERATED][:8]}",
             "federated_version": version,
             "published_from": source["version"],
-            "sha256": digests,
+            "sha256": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return manifest
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import onnxruntime as ort
 
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
+from tandem_core.onnx_session import cpu_session
 from training.policy.compare import MODEL
 from training.policy.device import DeviceSession, bench_world
 
@@ -25,9 +25,7 @@ def percentiles(samples: list[float]) -> str:
 def main(n: int = 5000) -> None:
     model_bytes = MODEL.read_bytes()
     model = RequestValueModel(model_bytes, threads=1)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    bare = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    bare = cpu_session(model_bytes, threads=1)
     world, cloud = bench_world(0)
     dev = DeviceSession.start(world, cloud, 1, 7)
     for t in range(6):

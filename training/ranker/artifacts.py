@@ -12,14 +12,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from simulator.world import WorldConfig
+from tandem_core.artifacts import MANIFEST, ArtifactIntegrityError, sha256_file, write_manifest
 from tandem_core.models.din import DinConfig, DinRanker
 
+__all__ = [
+    "ArtifactIntegrityError",
+    "RankerManifest",
+    "load_ranker",
+    "read_manifest",
+    "save_ranker",
+]
+
 WEIGHTS = "model.safetensors"
-MANIFEST = "manifest.json"
-
-
-class ArtifactIntegrityError(RuntimeError):
-    """A model file does not match the sha256 its manifest records."""
 
 
 @dataclass(frozen=True)
@@ -29,14 +33,6 @@ class RankerManifest:
     sha256: dict[str, str]
     config: dict[str, Any]
     extra: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def embedding_version(table: torch.Tensor) -> str:
@@ -58,7 +54,7 @@ def save_ranker(out_dir: Path, model: DinRanker, extra: dict[str, Any]) -> Ranke
         config=model.cfg.to_dict(),
         extra=extra,
     )
-    (out_dir / MANIFEST).write_text(json.dumps(manifest.__dict__, indent=2, default=list))
+    write_manifest(out_dir, manifest.__dict__)
     return manifest
 
 

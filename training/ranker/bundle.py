@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +9,15 @@ import onnx
 import scipy.sparse as sp
 import torch
 
-from cloud_service.registry.bundle import BUNDLE_FILES, FEDERATED, MANIFEST, RANKER_ONNX, TABLES
 from simulator.logs import Impressions
+from tandem_core.artifacts import (
+    BUNDLE_FILES,
+    FEDERATED,
+    RANKER_ONNX,
+    TABLES,
+    digests,
+    write_manifest,
+)
 from tandem_core.models.din import DinRanker, federated_dense, federated_rows
 
 
@@ -91,9 +96,7 @@ def write_bundle(
         "n_items": n_items,
         "n_categories": model.cfg.n_categories,
         "history_len": history_len,
-        "sha256": {
-            name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in BUNDLE_FILES
-        },
+        "sha256": digests(out, BUNDLE_FILES),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_manifest(out, manifest)
     return manifest

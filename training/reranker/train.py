@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -19,6 +18,7 @@ import torch
 
 from simulator.metrics import gauc
 from simulator.pipeline import Experiment, build_experiment
+from tandem_core.artifacts import sha256_file, write_manifest
 from tandem_core.models.din import DinRanker
 from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
 from training.ranker.artifacts import load_ranker, world_config
@@ -138,7 +138,7 @@ def export_onnx(model: EdgeReranker, path: Path) -> str:
         },
     )  # fmt: skip
     onnx.checker.check_model(onnx.load(str(path)))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def write_device_artifact(
@@ -156,7 +156,7 @@ def write_device_artifact(
         "config": model.cfg.to_dict(),
         **extra,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(out, manifest)
     return manifest
 
 
