@@ -84,13 +84,10 @@ def prepare_models(args: argparse.Namespace) -> ModelPaths:
 
         dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)
         return ModelPaths(dirs.bundle, dirs.device, None, SCALES["tiny"], "tiny")
-    from localrun import demo
+    from training.models_job import ModelSpec
+    from training.models_job import prepare_models as prepare_world_models
 
-    ns = argparse.Namespace(
-        scale=args.scale, seed=args.seed, epochs=1, out=args.models, retrain=False,
-        untrained=False,
-    )  # fmt: skip
-    m = demo.prepare_models(ns)
+    m = prepare_world_models(ModelSpec(scale=args.scale, seed=args.seed, out=args.models))
     value = m.value_model.resolve() if m.value_model is not None else None
     return ModelPaths(m.bundle.resolve(), m.device.resolve(), value, m.world, args.scale)
 

@@ -16,29 +16,17 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from localrun import topology
 from localrun.demo_report import PolicyRun, print_report, write_plot
 from simulator.scales import SCALES
-from simulator.world import WorldConfig
+from training.models_job import Models, ModelSpec, prepare_models
 
 SECRET = "demo-secret-0123456789"
-VALUE_MODEL = Path("artifacts/policy/request_value.onnx")
-
-
-@dataclass(frozen=True)
-class Models:
-    bundle: Path
-    device: Path
-    value_model: Path | None
-    world: WorldConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,72 +46,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="no federated training on devices")
     p.add_argument("--models-only", action="store_true", help="write the models, then exit")
     return p.parse_args(argv)
-
-
-def train_models(args: argparse.Namespace, cfg: WorldConfig) -> Models:
-    """World statistics, the ranker's held-out table, then the device and value models."""
-    from simulator.evaluation import TABLE_HEADER
-    from simulator.pipeline import build_experiment
-    from training.ranker.artifacts import save_ranker
-    from training.ranker.train import (
-        TrainConfig,
-        ctcvr_auc,
-        held_out_table,
-        save_serving_bundle,
-        train_ranker,
-    )
-    from training.reranker import train as train_device
-
-    progress = sys.stderr.isatty()
-    exp = build_experiment(cfg, progress=progress)
-    print(f"\nWorld statistics (generated in {exp.seconds:.1f} s)\n")
-    print(exp.stats.table(), flush=True)
-    start = time.perf_counter()
-    model, fit = train_ranker(exp, TrainConfig(epochs=args.epochs, seed=args.seed), progress)
-    ranker_dir = args.out / "ranker"
-    manifest = save_ranker(ranker_dir, model, {"world": cfg.__dict__, "train": fit})
-    save_serving_bundle(ranker_dir, model, exp, manifest)
-    print(
-        f"\nRanker {manifest.version} trained for {args.epochs} epoch(s) in "
-        f"{time.perf_counter() - start:.0f} s (valid AUC {fit['best_valid_auc']:.4f})"
-    )
-    test = exp.held_out.split.test
-    print(f"\nHeld-out recommenders (last 20 % of sessions: {len(test):,} impressions)\n")
-    print(TABLE_HEADER)
-    for report in held_out_table(model, exp):
-        print(report.row())
-    print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}\n", flush=True)
-    train_device.run(ranker_dir, args.out / "device", train_device.DeviceTrainConfig(), exp)
-    if not VALUE_MODEL.exists():
-        print(
-            "\nTraining the request-value model (python -m training.policy.train) ...", flush=True
-        )
-        subprocess.run([sys.executable, "-m", "training.policy.train"], check=True)
-    return Models(ranker_dir / "serving", args.out / "device", VALUE_MODEL, cfg)
-
-
-def prepare_models(args: argparse.Namespace) -> Models:
-    cfg = replace(SCALES[args.scale], seed=args.seed)
-    if args.untrained:
-        from training.tiny import write_tiny_artifacts
-
-        dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)
-        return Models(dirs.bundle, dirs.device, None, replace(SCALES["tiny"], seed=args.seed))
-    models = Models(args.out / "ranker" / "serving", args.out / "device", VALUE_MODEL, cfg)
-    ready = all(p.exists() for p in (models.bundle, models.device, VALUE_MODEL))
-    if ready and not args.retrain and _trained_on(models.bundle.parent) == cfg:
-        print(f"Reusing the models in {args.out} (--retrain to train them again)", flush=True)
-        return models
-    return train_models(args, cfg)
-
-
-def _trained_on(ranker_dir: Path) -> WorldConfig | None:
-    from training.ranker.artifacts import read_manifest, world_config
-
-    try:
-        return world_config(read_manifest(ranker_dir))
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
 
 
 def cloud_env(args: argparse.Namespace, models: Models, redis_url: str) -> dict[str, str]:
@@ -248,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"Tandem demo: world scale={args.scale} seed={args.seed}", flush=True)
-    models = prepare_models(args)
+    models = prepare_models(
+        ModelSpec(args.scale, args.seed, args.epochs, args.out, args.retrain, args.untrained)
+    )
     if args.models_only:
         print(f"models: bundle {models.bundle}, device model {models.device}")
         return 0
