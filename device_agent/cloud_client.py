@@ -1,13 +1,16 @@
-"""gRPC client of the cloud: every call has a deadline; UNAVAILABLE is retried by service config."""
+"""gRPC client of the cloud (the agent's `CloudPort`) and the device's only proto conversions.
+
+Every call has a deadline; UNAVAILABLE is retried by service config within it.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
+from device_agent.ports import CloudError, CloudList, DeviceModelBytes, Submodel
 from protos.actions import to_wire
 from protos.auth import TOKEN_HEADER
 from protos.tandem.v1 import tandem_pb2 as pb
@@ -26,43 +29,6 @@ SERVICE_CONFIG = json.dumps({
         },
     }]
 })  # fmt: skip
-
-
-class CloudError(Exception):
-    """The cloud did not answer usefully; `kind` is timeout | throttled | unavailable | error."""
-
-    def __init__(self, kind: str, detail: str, retry_after_s: float = 0.0) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind, self.retry_after_s = kind, retry_after_s
-
-
-@dataclass(frozen=True)
-class CloudList:
-    item_ids: np.ndarray
-    category_ids: np.ndarray
-    ctr: np.ndarray
-    rows: np.ndarray  # (k, dim) float32
-    model_version: str
-    embedding_version: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class DeviceModelBytes:
-    version: str
-    sha256: str
-    onnx_model: bytes
-    not_modified: bool
-
-
-@dataclass(frozen=True)
-class Submodel:
-    item_ids: np.ndarray  # sorted; row k of rows belongs to item_ids[k]
-    rows: np.ndarray
-    dense: dict[str, np.ndarray]
-    base_version: int
-    round_id: str  # the open round, "" if none
-    selected: bool  # whether this device trains in it
 
 
 def _error(exc: grpc.RpcError) -> CloudError:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from device_agent import metrics
-from device_agent.cloud_client import CloudClient, CloudError, CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
 from device_agent.policy.value import RequestValueModel
+from device_agent.ports import CloudError, CloudList, CloudPort
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession, Pool
 from device_agent.trainer.examples import ExampleStore
@@ -60,7 +60,7 @@ class AgentService:
     def __init__(
         self,
         sessions: SessionRegistry,
-        cloud: CloudClient,
+        cloud: CloudPort,
         reranker: RerankerSlot,
         value_model: RequestValueModel | None,
         pool_size: int,

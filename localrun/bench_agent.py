@@ -22,10 +22,10 @@ import numpy as np
 import onnxruntime as ort
 
 from device_agent.build import build_pacer, build_session_factory
-from device_agent.cloud_client import CloudList
 from device_agent.inference.models import RerankerSlot
 from device_agent.policy.features import request_features
 from device_agent.policy.value import RequestValueModel
+from device_agent.ports import CloudList
 from device_agent.service import AgentService, AppEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession

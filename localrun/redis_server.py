@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from localrun.processes import stop_process
+
 
 class RedisUnavailableError(RuntimeError):
     """No Redis could be found or started."""
@@ -88,17 +90,6 @@ def start_redis_server(
     return proc, url, source
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout_s)
-
-
 @contextmanager
 def running_redis(appendonly: bool = True) -> Iterator[RedisHandle]:
     """Yield a Redis to use: the one in REDIS_URL, or one started here and stopped afterwards."""
@@ -112,4 +103,4 @@ def running_redis(appendonly: bool = True) -> Iterator[RedisHandle]:
         try:
             yield RedisHandle(url=url, pid=proc.pid, source=source)
         finally:
-            stop_process(proc)
+            stop_process(proc, 5.0)

@@ -24,9 +24,9 @@ _TO_WIRE = {Action.EXPOSURE: pb.EXPOSURE, Action.CLICK: pb.CLICK, Action.PURCHAS
 _FROM_WIRE = {wire: action for action, wire in _TO_WIRE.items()}
 
 
-def to_wire(action: int) -> int:
+def to_wire(action: int) -> pb.Action.ValueType:
     """The protobuf enum number of a domain action code."""
-    return int(_TO_WIRE[Action(action)])
+    return _TO_WIRE[Action(action)]
 
 
 def from_wire(value: int) -> Action:

@@ -6,8 +6,8 @@ import logging
 import threading
 
 from device_agent import metrics
-from device_agent.cloud_client import CloudClient, CloudError
 from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker
+from device_agent.ports import CloudError, CloudPort
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RerankerSlot:
         metrics.MODEL_UPDATES.labels("installed").inc()
         return True
 
-    def refresh(self, client: CloudClient, agent_id: str, timeout_s: float) -> bool:
+    def refresh(self, client: CloudPort, agent_id: str, timeout_s: float) -> bool:
         """Ask the registry for a newer model; True when one was installed."""
         try:
             reply = client.device_model(agent_id, self.version, timeout_s)
@@ -55,7 +55,7 @@ class ModelPoller:
     """Polls the registry every `interval_s` in a daemon thread until stopped."""
 
     def __init__(
-        self, slot: RerankerSlot, client: CloudClient, agent_id: str, interval_s: float
+        self, slot: RerankerSlot, client: CloudPort, agent_id: str, interval_s: float
     ) -> None:
         self.slot, self.client, self.agent_id, self.interval_s = slot, client, agent_id, interval_s
         self._stop = threading.Event()

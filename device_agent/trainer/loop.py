@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from device_agent.cloud_client import CloudClient
+from device_agent.ports import CloudPort
 from device_agent.trainer.examples import ExampleStore
 from device_agent.trainer.local_model import LocalTraining
 from device_agent.trainer.participant import Participant, PrivacyConfig, RoundOutcome
@@ -20,7 +20,7 @@ class TrainerLoop:
     """Runs off the request path on its own thread (torch is imported here, never by serving)."""
 
     def __init__(
-        self, store: ExampleStore, cloud: CloudClient, training: LocalTraining,
+        self, store: ExampleStore, cloud: CloudPort, training: LocalTraining,
         privacy: PrivacyConfig, min_examples: int, interval_s: float, timeout_s: float = 5.0,
         seed: int | None = None,
     ) -> None:  # fmt: skip

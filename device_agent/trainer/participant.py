@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from device_agent.cloud_client import CloudClient, CloudError, Submodel
+from device_agent.ports import CloudError, CloudPort, Submodel
 from device_agent.trainer.examples import LocalExamples
 from device_agent.trainer.local_model import LocalTraining, train_local
 from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
@@ -43,7 +43,7 @@ class RoundOutcome:
 
 @dataclass
 class Participant:
-    cloud: CloudClient
+    cloud: CloudPort
     training: LocalTraining
     privacy: PrivacyConfig
     min_examples: int = 20

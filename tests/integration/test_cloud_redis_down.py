@@ -9,7 +9,8 @@ import grpc
 import httpx
 import pytest
 
-from localrun.redis_server import start_redis_server, stop_process
+from localrun.processes import stop_process
+from localrun.redis_server import start_redis_server
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from tests.integration.conftest import StartCloud

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from localrun.redis_server import running_redis, start_redis_server, stop_process
+from localrun.processes import stop_process
+from localrun.redis_server import running_redis, start_redis_server
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from device_agent.build import build_pacer, build_session_factory, request_size
-from device_agent.cloud_client import CloudError, CloudList
 from device_agent.inference.models import RerankerSlot
+from device_agent.ports import CloudError, CloudList
 from device_agent.service import AgentService, AppEvent, InvalidEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings

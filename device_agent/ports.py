@@ -1,0 +1,69 @@
+"""What the device needs from the cloud, as a protocol, and the plain types it answers with.
+
+`AgentService`, the model poller and the federated participant depend on `CloudPort`; the gRPC
+`CloudClient` (device_agent/cloud_client.py) is the implementation, the unit tests' fake another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from tandem_core.federated.update import ModelUpdate
+
+
+class CloudError(Exception):
+    """The cloud did not answer usefully; `kind` is timeout | throttled | unavailable | error."""
+
+    def __init__(self, kind: str, detail: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind, self.retry_after_s = kind, retry_after_s
+
+
+@dataclass(frozen=True)
+class CloudList:
+    item_ids: np.ndarray
+    category_ids: np.ndarray
+    ctr: np.ndarray
+    rows: np.ndarray  # (k, dim) float32
+    model_version: str
+    embedding_version: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class DeviceModelBytes:
+    version: str
+    sha256: str
+    onnx_model: bytes
+    not_modified: bool
+
+
+@dataclass(frozen=True)
+class Submodel:
+    item_ids: np.ndarray  # sorted; row k of rows belongs to item_ids[k]
+    rows: np.ndarray
+    dense: dict[str, np.ndarray]
+    base_version: int
+    round_id: str  # the open round, "" if none
+    selected: bool  # whether this device trains in it
+
+
+class CloudPort(Protocol):
+    def recommend(
+        self, device_id: str, k: int, recent: list[tuple[int, int, int]], exclude: list[int]
+    ) -> CloudList:
+        """A fresh ranked list; `recent` is (item, action code, ts ms), latest last."""
+        ...
+
+    def device_model(
+        self, device_id: str, current_version: str, timeout_s: float
+    ) -> DeviceModelBytes: ...
+
+    def pull_submodel(
+        self, device_id: str, round_id: str, item_ids: list[int], timeout_s: float
+    ) -> Submodel: ...
+
+    def push_update(self, update: ModelUpdate, timeout_s: float) -> tuple[bool, str]: ...
