@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy cloud_service device_agent tandem_core training simulator localrun loadtest protos/vectors.py protos/generate.py protos/auth.py
+	$(VENV)/bin/mypy cloud_service device_agent tandem_core training simulator localrun loadtest protos/vectors.py protos/generate.py protos/auth.py protos/actions.py
 
 protos: $(STAMP)
 	$(PY) -m protos.generate

@@ -145,12 +145,6 @@ class CloudSettings(BaseModel):
     federated: FederatedSettings = Field(default_factory=FederatedSettings)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
 
-    @property
-    def http_max_body_bytes(self) -> int:
-        """Read by api/app.py while it is split into routers; remove once it reads
-        `transport.http_max_body_bytes`."""
-        return self.transport.http_max_body_bytes
-
 
 def load_settings() -> CloudSettings:
     """The settings from `CLOUD_*`, or exit 2 naming every bad variable (no traceback)."""

@@ -68,7 +68,7 @@ class WorldFeed:
             return []  # an item outside this world (wrong scale): show nothing, click nothing
         clicks, buys, _ = show_page(self.world, self.state, page)
         self.state.step += 1
-        actions = [code_of(c, b) for c, b in zip(clicks, buys, strict=True)]
+        actions = [int(code_of(c, b)) for c, b in zip(clicks, buys, strict=True)]
         return _events(page.tolist(), actions)
 
     def new_session(self) -> None:

@@ -43,7 +43,7 @@ def grpc_target(host: str | None) -> str:
     return target.removeprefix("grpc://")
 
 
-def wire(event: dict) -> int:
+def wire(event: dict) -> pb.Action.ValueType:
     """The protobuf action number of a feed event's action name."""
     return to_wire(BY_NAME[event["action"]])
 

@@ -23,20 +23,14 @@ from typing import Any
 
 from localrun import topology
 from localrun.demo_report import PolicyRun, print_report, write_plot
-from simulator.scales import SCALES
-from training.models_job import Models, ModelSpec, prepare_models
+from training.models_job import Models, add_spec_arguments, prepare_models, spec_of
 
 SECRET = "demo-secret-0123456789"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--scale", choices=sorted(SCALES), default="default")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=1, help="ranker training budget")
-    p.add_argument("--out", type=Path, default=Path("artifacts/demo"))
-    p.add_argument("--retrain", action="store_true", help="train even if models exist")
-    p.add_argument("--untrained", action="store_true", help="tiny random-init models (tests)")
+    add_spec_arguments(p)
     p.add_argument("--sessions", type=int, default=400, help="fleet sessions per policy")
     p.add_argument("--users", type=int, default=12, help="concurrent app users")
     p.add_argument("--max-seconds", type=float, default=40.0, help="per policy")
@@ -170,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"Tandem demo: world scale={args.scale} seed={args.seed}", flush=True)
-    models = prepare_models(
-        ModelSpec(args.scale, args.seed, args.epochs, args.out, args.retrain, args.untrained)
-    )
+    models = prepare_models(spec_of(args))
     if args.models_only:
         print(f"models: bundle {models.bundle}, device model {models.device}")
         return 0

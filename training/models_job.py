@@ -107,16 +107,24 @@ def _trained_on(ranker_dir: Path) -> WorldConfig | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_spec_arguments(p: argparse.ArgumentParser) -> None:
+    """The ModelSpec flags, for this command and for the demo that runs it first."""
     p.add_argument("--scale", choices=sorted(SCALES), default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=1, help="ranker training budget")
     p.add_argument("--out", type=Path, default=Path("artifacts/demo"))
     p.add_argument("--retrain", action="store_true", help="train even if models exist")
     p.add_argument("--untrained", action="store_true", help="tiny random-init models (tests)")
-    a = p.parse_args(argv)
-    models = prepare_models(ModelSpec(a.scale, a.seed, a.epochs, a.out, a.retrain, a.untrained))
+
+
+def spec_of(a: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(a.scale, a.seed, a.epochs, a.out, a.retrain, a.untrained)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_spec_arguments(p)
+    models = prepare_models(spec_of(p.parse_args(argv)))
     print(f"models: bundle {models.bundle}, device model {models.device}", flush=True)
     return 0
 

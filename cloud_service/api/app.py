@@ -18,7 +18,7 @@ ERRORS = {c: {"model": ErrorOut} for c in (401, 404, 422, 429, 503)}
 def create_app(services: CloudServices) -> FastAPI:
     app = FastAPI(title="Tandem cloud service", version="1", responses=ERRORS)  # type: ignore[arg-type]
     app.add_exception_handler(TandemError, error_response)
-    app.add_middleware(BodyLimit, max_bytes=services.settings.http_max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=services.settings.transport.http_max_body_bytes)
     app.include_router(dashboard_router(services.settings))
     for resource in (recommend, events, device_models, federated, health):
         app.include_router(resource.router(services))
