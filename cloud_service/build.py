@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import logging
+import math
+from pathlib import Path
 
 import redis
 from threadpoolctl import threadpool_limits
 
 from cloud_service.auth import DeviceAuth
-from cloud_service.federated.build import build_round_config, federated_dims
+from cloud_service.federated.defences import Defences
+from cloud_service.federated.rounds import RoundConfig
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
-from cloud_service.registry.bundle import load_bundle
+from cloud_service.registry.bundle import load_bundle, load_federated_start
 from cloud_service.registry.device_models import DeviceModelRegistry
 from cloud_service.services.container import CloudServices, Readiness
 from cloud_service.services.device_models import DeviceModelService
 from cloud_service.services.events import EventService
 from cloud_service.services.federated import FederatedService
 from cloud_service.services.recommend import RecommendLimits, RecommendService
-from cloud_service.settings import CloudSettings, ModelSettings, RequestSettings, StoreSettings
+from cloud_service.settings import (
+    CloudSettings,
+    FederatedSettings,
+    ModelSettings,
+    RequestSettings,
+    StoreSettings,
+)
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker
 from cloud_service.store.federated_redis import FederatedStore
+from cloud_service.store.federated_state import FederatedState
 from cloud_service.store.keys import Keys
 from cloud_service.store.memory import MemoryBudget
 from cloud_service.store.redis_store import (
@@ -55,6 +65,32 @@ def build_recommender(s: ModelSettings) -> OnlineRecommender:
     return OnlineRecommender(
         bundle, retrieval, purchase_weight=s.purchase_weight, threads=s.onnx_threads
     )
+
+
+def build_round_config(fl: FederatedSettings) -> RoundConfig:
+    return RoundConfig(
+        devices_per_round=fl.devices_per_round, over_select=fl.over_select,
+        quorum_share=fl.quorum_share, duration_s=fl.round_s,
+        staleness_bound=fl.staleness_bound, staleness_decay=fl.staleness_decay,
+        max_rows_per_device=fl.max_rows,
+    )  # fmt: skip
+
+
+def build_defences(fl: FederatedSettings) -> Defences:
+    return Defences(
+        algorithm=fl.algorithm, clip_norm=fl.clip_norm, min_contributors=fl.min_contributors,
+        trim=fl.trim, clip_median=fl.clip_median,
+        max_correction=fl.max_correction or math.inf,  # the setting's 0 means uncapped
+    )  # fmt: skip
+
+
+def federated_dims(
+    bundle_dir: Path, store: FederatedState
+) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """(row dim, dense shapes) of the federated model; writes version 0 if Redis has none."""
+    rows, dense = load_federated_start(bundle_dir)
+    store.initialise(rows, dense)
+    return int(rows.shape[1]), {name: tuple(a.shape) for name, a in dense.items()}
 
 
 def build_federated(

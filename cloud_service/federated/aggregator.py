@@ -18,19 +18,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cloud_service.federated.aggregate import (
-    fedavg_dense,
-    fedlaavg_merge,
-    fedsubavg,
-    most_outdated_first,
-    submodel_fedavg,
-)
-from cloud_service.federated.robust import (
-    clip_to_median,
-    clip_update,
-    rows_with_contributors,
-    trimmed_dense,
-)
+from cloud_service.federated.aggregate import fedlaavg_merge, most_outdated_first
+from cloud_service.federated.defences import Defences, aggregate
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
 from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.store.federated_state import FederatedState, RoundInfo, StoredPush
@@ -39,33 +28,6 @@ from tandem_core.federated.update import InvalidUpdate, ModelUpdate
 
 log = logging.getLogger("aggregator")
 GROUP = "aggregators"
-
-
-@dataclass(frozen=True)
-class Defences:
-    algorithm: str = "fedsubavg"  # fedsubavg | fedavg | fedlaavg (FedSubAvg over latest updates)
-    clip_norm: float = 0.0  # fixed L2 bound per update; 0 = none
-    min_contributors: int = 1
-    trim: float = 0.0
-    clip_median: bool = False  # clip every update to the round's median norm
-    max_correction: float = math.inf  # cap of FedSubAvg's N / N_m (relative to FedAvg)
-
-
-def aggregate(
-    updates: list[ModelUpdate], dim: int, d: Defences
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(row ids, row delta, dense delta) of one round under the configured defences."""
-    if d.clip_norm > 0:
-        updates = [clip_update(u, d.clip_norm) for u in updates]
-    if d.clip_median:
-        updates = clip_to_median(updates)
-    if d.algorithm == "fedavg":
-        ids, delta = submodel_fedavg(updates, dim)
-    else:
-        ids, delta = fedsubavg(updates, dim, d.max_correction)
-    keep = rows_with_contributors(updates, ids, d.min_contributors)
-    dense = trimmed_dense(updates, d.trim) if d.trim > 0 else fedavg_dense(updates)
-    return ids[keep], delta[keep], dense
 
 
 @dataclass
@@ -183,8 +145,7 @@ class Aggregator:
 
 
 def main() -> int:
-    from cloud_service.build import build_store
-    from cloud_service.federated.build import build_defences, build_round_config, federated_dims
+    from cloud_service.build import build_defences, build_round_config, build_store, federated_dims
     from cloud_service.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cloud_service.federated.aggregator import Aggregator, Defences
-from cloud_service.federated.build import build_round_config
+from cloud_service.build import build_round_config
+from cloud_service.federated.aggregator import Aggregator
+from cloud_service.federated.defences import Defences
 from device_agent.build import Agent
 from tests.integration.conftest import StartCloud
 from tests.integration.test_device_agent import feed

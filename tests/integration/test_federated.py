@@ -19,9 +19,10 @@ import pytest
 import redis
 import torch
 
+from cloud_service.build import build_round_config
 from cloud_service.federated.aggregate import fedsubavg
-from cloud_service.federated.aggregator import Aggregator, Defences
-from cloud_service.federated.build import build_round_config
+from cloud_service.federated.aggregator import Aggregator
+from cloud_service.federated.defences import Defences
 from cloud_service.registry.bundle import ServingBundle, load_bundle
 from cloud_service.server import CloudServer
 from cloud_service.services.container import CloudServices

@@ -9,7 +9,8 @@ import pytest
 
 from cloud_service.auth import DeviceAuth
 from cloud_service.federated.aggregate import fedsubavg
-from cloud_service.federated.aggregator import GROUP, Aggregator, Defences
+from cloud_service.federated.aggregator import GROUP, Aggregator
+from cloud_service.federated.defences import Defences
 from cloud_service.federated.rounds import RoundConfig
 from cloud_service.services.federated import FederatedService
 from cloud_service.store.federated_memory import MemoryFederatedState

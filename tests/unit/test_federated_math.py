@@ -17,7 +17,7 @@ from cloud_service.federated.aggregate import (
     most_outdated_first,
     submodel_fedavg,
 )
-from cloud_service.federated.aggregator import Defences, aggregate
+from cloud_service.federated.defences import Defences, aggregate
 from cloud_service.federated.robust import clip_to_median, clip_update, trimmed_mean, update_norm
 from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
 from tandem_core.federated.update import ModelUpdate

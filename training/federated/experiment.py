@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cloud_service.federated.aggregator import Defences, aggregate
+from cloud_service.federated.defences import Defences, aggregate
 from device_agent.trainer.local_model import LocalTraining, train_local
 from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment
