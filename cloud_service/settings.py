@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
+from tandem_core.settings import group_config
 from tandem_core.settings import load_settings as load_groups
-
-
-def group_config(prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, frozen=True)
 
 
 class TransportSettings(BaseSettings):

@@ -22,11 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tandem_core.settings import group_config
 from tandem_core.settings import load_settings as load_groups
-
-
-def group_config(prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, frozen=True)
 
 
 class AgentSettings(BaseSettings):

@@ -13,10 +13,15 @@ import sys
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 EXIT_BAD_SETTINGS = 2
+
+
+def group_config(prefix: str) -> SettingsConfigDict:
+    """The config of one group: its environment prefix, frozen once built."""
+    return SettingsConfigDict(env_prefix=prefix, frozen=True)
 
 
 def settings_groups(cls: type[BaseModel]) -> dict[str, type[BaseSettings]]:

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,17 +18,13 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+# our packages, as pyproject installs them (+ tests)
 FIRST_PARTY = {
-    "cloud_service",
-    "device_agent",
-    "tandem_core",
-    "protos",
-    "training",
-    "simulator",
-    "localrun",
-    "loadtest",
-    "tests",
-}
+    name.rstrip("*")
+    for name in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+} | {"tests"}
 # serving images: what each must copy, what it must not
 SERVING = {
     "Dockerfile.agent": (
