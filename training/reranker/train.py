@@ -187,7 +187,7 @@ def run(
     size = (out / ONNX_FILE).stat().st_size
     print(
         f"trained in {seconds:.0f} s; best valid step-GAUC {max(e['valid_gauc'] for e in log):.4f}"
-        f" (logged pages, position-biased); ONNX {size:,} bytes. Held-out quality: eval_device"
+        f" (logged pages, position-biased); ONNX {size:,} bytes (held out: reranker.evaluate)"
     )
     return manifest
 
