@@ -72,14 +72,16 @@ def build_round_config(fl: FederatedSettings) -> RoundConfig:
         devices_per_round=fl.devices_per_round, over_select=fl.over_select,
         quorum_share=fl.quorum_share, duration_s=fl.round_s,
         staleness_bound=fl.staleness_bound, staleness_decay=fl.staleness_decay,
-        max_rows_per_device=fl.max_rows,
+        max_rows_per_device=fl.max_rows, max_samples=fl.max_samples,
+        max_row_norm=fl.max_row_norm, max_update_norm=fl.max_update_norm,
     )  # fmt: skip
 
 
 def build_defences(fl: FederatedSettings) -> Defences:
     return Defences(
         algorithm=fl.algorithm, clip_norm=fl.clip_norm, min_contributors=fl.min_contributors,
-        trim=fl.trim, clip_median=fl.clip_median,
+        trim=fl.trim, clip_median=fl.clip_median, clip_row_median=fl.clip_row_median,
+        row_aggregator=fl.row_aggregator,
         max_correction=fl.max_correction or math.inf,  # the setting's 0 means uncapped
     )  # fmt: skip
 

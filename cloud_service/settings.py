@@ -88,7 +88,10 @@ class RequestSettings(BaseSettings):
     max_events: int = Field(500, ge=1)
     session_recent_len: int = Field(50, ge=1)
     session_served_len: int = Field(400, ge=0)
-    exclude_served: bool = False  # see RecommendLimits.exclude_served
+    # Exclude everything sent before, not only what the device says it showed. Off by default:
+    # measured in the demo, a device that refreshes its pool got its own best unshown items
+    # withheld, and AlwaysQ fell below NoQ. On for clients that page without exclusions.
+    exclude_served: bool = False
 
 
 class DashboardSettings(BaseSettings):
@@ -114,8 +117,17 @@ class FederatedSettings(BaseSettings):
     staleness_decay: float = Field(0.5, gt=0, le=1)
     max_rows: int = Field(2000, ge=1)
     algorithm: Literal["fedsubavg", "fedavg", "fedlaavg"] = "fedsubavg"
-    clip_norm: float = Field(0.0, ge=0)  # 0 = no clipping
-    clip_median: bool = False  # clip each update to the round's median norm (adaptive)
+    # how a row is combined over the devices holding it: the algorithm's weighted mean, or a
+    # coordinate-wise trimmed mean (share `trim` per side) / median (Yin et al., ICML 2018)
+    row_aggregator: Literal["mean", "trimmed_mean", "median"] = "mean"
+    # push validation (hard bounds, refused with INVALID_ARGUMENT; 0 = no norm bound)
+    max_samples: int = Field(10_000, ge=1)  # num_samples one push may claim
+    max_row_norm: float = Field(10.0, ge=0)  # L2 norm of one row delta
+    max_update_norm: float = Field(100.0, ge=0)  # L2 norm of the whole update
+    # server-side clipping in the aggregator
+    clip_norm: float = Field(0.0, ge=0)  # fixed L2 bound per update; 0 = none
+    clip_median: bool = True  # clip each update to the round's median norm (adaptive)
+    clip_row_median: bool = False  # clip each row delta to the round's median row-delta norm
     max_correction: float = Field(0.0, ge=0)  # cap of FedSubAvg's N / N_m; 0 = uncapped
     min_contributors: int = Field(1, ge=1)
     trim: float = Field(0.0, ge=0, lt=0.5)  # trimmed-mean share per side for dense; 0 = off

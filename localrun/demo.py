@@ -23,6 +23,10 @@ from typing import Any
 
 from localrun import topology
 from localrun.demo_report import PolicyRun, print_report, write_plot
+from localrun.fleet import run_fleet
+from localrun.processes import Child, start_child
+from localrun.redis_server import running_redis
+from simulator.world import World
 from training.models_job import Models, add_spec_arguments, prepare_models, spec_of
 
 SECRET = "demo-secret-0123456789"
@@ -99,53 +103,60 @@ def federated_summary(
             "published": published}  # fmt: skip
 
 
+def start_cloud_side(
+    args: argparse.Namespace, models: Models, redis_url: str, workdir: Path
+) -> list[Child]:
+    """The cloud service and, when devices train, the aggregator; the cloud first."""
+    cloud = start_child(
+        "cloud", "cloud_service.main", cloud_env(args, models, redis_url), workdir,
+        workdir / "cloud.log",
+    )  # fmt: skip
+    print(f"cloud service: pid {cloud.proc.pid}, ports {cloud.ports}", flush=True)
+    print(f"live dashboard: http://127.0.0.1:{cloud.ports['http']}/dashboard", flush=True)
+    if args.no_train:
+        return [cloud]
+    aggregator = start_child(
+        "aggregator", "cloud_service.federated.aggregator",
+        aggregator_env(args, models, redis_url), workdir, workdir / "aggregator.log",
+    )  # fmt: skip
+    print(f"aggregator: pid {aggregator.proc.pid}", flush=True)
+    return [cloud, aggregator]
+
+
+def play_policy(
+    args: argparse.Namespace, models: Models, world: World, cloud: Child, policy: str,
+    n_agents: int, workdir: Path, children: list[Child],
+) -> tuple[PolicyRun, list[Child]]:  # fmt: skip
+    """Start `n_agents` agents with `policy` (appended to `children`) and play the fleet on them."""
+    agents = []
+    for i in range(n_agents):
+        name = f"agent-{policy}-{i}"
+        env = agent_env(args, models, cloud.ports["grpc"], policy, name)
+        agents.append(start_child(name, "device_agent.main", env, workdir, workdir / f"{name}.log"))
+        children.append(agents[-1])
+    urls = [f"http://127.0.0.1:{a.ports['http']}" for a in agents]
+    print(f"fleet on {len(agents)} agent(s), policy {policy} ...", flush=True)
+    start = time.perf_counter()
+    fleet = run_fleet(world, urls, args.sessions, args.max_seconds, args.users, args.seed, policy)
+    return PolicyRun(policy, fleet, time.perf_counter() - start, args.budget), agents
+
+
 def run_system(
     args: argparse.Namespace, models: Models, workdir: Path, federated: dict[str, object]
 ) -> list[PolicyRun]:
-    from localrun.fleet import run_fleet
-    from localrun.processes import start_child
-    from localrun.redis_server import running_redis
-    from simulator.world import World
-
     world = World(models.world)
     runs: list[PolicyRun] = []
-    children = []
-    trainers: list[Any] = []
+    children: list[Child] = []
+    trainers: list[Child] = []
     with running_redis() as redis:
         print(f"\nRedis: {redis.source} at {redis.url}", flush=True)
         try:
-            cloud = start_child(
-                "cloud", "cloud_service.main", cloud_env(args, models, redis.url), workdir,
-                workdir / "cloud.log",
-            )  # fmt: skip
-            children.append(cloud)
-            print(f"cloud service: pid {cloud.proc.pid}, ports {cloud.ports}", flush=True)
-            print(f"live dashboard: http://127.0.0.1:{cloud.ports['http']}/dashboard", flush=True)
-            if not args.no_train:
-                agg_env = aggregator_env(args, models, redis.url)
-                children.append(start_child(
-                    "aggregator", "cloud_service.federated.aggregator", agg_env, workdir,
-                    workdir / "aggregator.log",
-                ))  # fmt: skip
-                print(f"aggregator: pid {children[-1].proc.pid}", flush=True)
+            children.extend(start_cloud_side(args, models, redis.url, workdir))
             for policy, n_agents in (("value", args.agents), ("always", 1), ("never", 1)):
-                agents = []
-                for i in range(n_agents):
-                    name = f"agent-{policy}-{i}"
-                    env = agent_env(args, models, cloud.ports["grpc"], policy, name)
-                    agents.append(
-                        start_child(
-                            name, "device_agent.main", env, workdir, workdir / f"{name}.log"
-                        )
-                    )
-                children.extend(agents)
-                urls = [f"http://127.0.0.1:{a.ports['http']}" for a in agents]
-                print(f"fleet on {len(agents)} agent(s), policy {policy} ...", flush=True)
-                start = time.perf_counter()
-                fleet = run_fleet(
-                    world, urls, args.sessions, args.max_seconds, args.users, args.seed, policy
+                run, agents = play_policy(
+                    args, models, world, children[0], policy, n_agents, workdir, children
                 )
-                runs.append(PolicyRun(policy, fleet, time.perf_counter() - start, args.budget))
+                runs.append(run)
                 trainers = trainers or (agents if policy == "value" else [])
             if not args.no_train:
                 federated.update(federated_summary(

@@ -19,10 +19,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from cloud_service.federated.aggregate import fedlaavg_merge, most_outdated_first
-from cloud_service.federated.defences import Defences, aggregate
+from cloud_service.federated.defences import Defences, aggregate, is_finite
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
 from cloud_service.store.federated_redis import FederatedStore
-from cloud_service.store.federated_state import FederatedState, RoundInfo, StoredPush
+from cloud_service.store.federated_state import (
+    FederatedState,
+    NonFiniteModel,
+    RoundInfo,
+    StoredPush,
+)
 from tandem_core.federated import update as update_codec
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate
 
@@ -96,11 +101,12 @@ class Aggregator:
     def finish(self, rnd: RoundInfo) -> str:
         pushes = list(self.buffer.items())
         version = self.store.version()
-        updates = []
-        for _, p in pushes:
+        updates, devices = [], set()
+        for _, p in pushes:  # in stream order
             w = staleness_weight(version, p.base_version, self.cfg)
-            if w is None:
+            if w is None or p.device_id in devices:  # the store admits one per device; and here
                 continue
+            devices.add(p.device_id)
             updates.append(replace(
                 p, row_deltas=p.row_deltas * w,
                 dense_deltas={n: d * w for n, d in p.dense_deltas.items()},
@@ -111,18 +117,35 @@ class Aggregator:
             fedla = self.defences.algorithm == "fedlaavg"
             used = list(merged.values()) if fedla else updates
             ids, delta, dense = aggregate(used, self.dim, self.defences)
-            self.store.finish_round(GROUP, rnd.round_id, entry_ids, "applied", ids, delta, dense)
-            state = "applied"
-            self.rounds += 1
-            if fedla:
-                self.latest = merged
-                self.last_round.update({u.device_id: self.rounds for u in updates})
+            state = self._apply(rnd, entry_ids, ids, delta, dense)
+            if state == "applied":
+                self.rounds += 1
+                if fedla:
+                    self.latest = merged
+                    self.last_round.update({u.device_id: self.rounds for u in updates})
         else:
             self.store.finish_round(GROUP, rnd.round_id, entry_ids, "aborted")
             state = "aborted"
         log.info("round %s %s with %d updates", rnd.round_id, state, len(updates))
         self.buffer.clear()
         return state
+
+    def _apply(
+        self, rnd: RoundInfo, entry_ids: list[str], ids: np.ndarray, delta: np.ndarray,
+        dense: dict[str, np.ndarray],
+    ) -> str:  # fmt: skip
+        """Apply the aggregate, or abandon the round (model unchanged bit for bit) when it, or
+        the model it would make, is not finite."""
+        if is_finite(delta, dense):
+            try:
+                rid = rnd.round_id
+                self.store.finish_round(GROUP, rid, entry_ids, "applied", ids, delta, dense)
+                return "applied"
+            except NonFiniteModel:
+                pass
+        log.warning("round %s: the aggregate is not finite; abandoned", rnd.round_id)
+        self.store.finish_round(GROUP, rnd.round_id, entry_ids, "aborted")
+        return "aborted"
 
     def step(self, block_ms: int = 200) -> str | None:
         """One loop turn; returns the state a round ended in, if one ended."""

@@ -1,4 +1,4 @@
-"""A round's aggregate under the configured defences: clipping, contributor floor, trimmed mean."""
+"""A round's aggregate under the configured defences: clipping, robust rows, contributor floor."""
 
 from __future__ import annotations
 
@@ -9,22 +9,35 @@ import numpy as np
 
 from cloud_service.federated.aggregate import fedavg_dense, fedsubavg, submodel_fedavg
 from cloud_service.federated.robust import (
+    clip_rows_to_median,
     clip_to_median,
     clip_update,
+    robust_rows,
     rows_with_contributors,
     trimmed_dense,
 )
 from tandem_core.federated.update import ModelUpdate
 
+ROW_AGGREGATORS = ("mean", "trimmed_mean", "median")
+
 
 @dataclass(frozen=True)
 class Defences:
+    """The aggregation rule and its defences. The dataclass defaults are the bare algorithm (the
+    math's reference); the deployed defaults come from `FederatedSettings` (clipping on)."""
+
     algorithm: str = "fedsubavg"  # fedsubavg | fedavg | fedlaavg (FedSubAvg over latest updates)
     clip_norm: float = 0.0  # fixed L2 bound per update; 0 = none
     min_contributors: int = 1
-    trim: float = 0.0
+    trim: float = 0.0  # trimmed-mean share per side: dense layers, and rows if trimmed_mean
     clip_median: bool = False  # clip every update to the round's median norm
     max_correction: float = math.inf  # cap of FedSubAvg's N / N_m (relative to FedAvg)
+    clip_row_median: bool = False  # clip every row delta to the round's median row norm
+    row_aggregator: str = "mean"  # mean (the algorithm's) | trimmed_mean | median
+
+    def __post_init__(self) -> None:
+        if self.row_aggregator not in ROW_AGGREGATORS:
+            raise ValueError(f"row_aggregator must be one of {ROW_AGGREGATORS}")
 
 
 def aggregate(
@@ -35,10 +48,20 @@ def aggregate(
         updates = [clip_update(u, d.clip_norm) for u in updates]
     if d.clip_median:
         updates = clip_to_median(updates)
-    if d.algorithm == "fedavg":
+    if d.clip_row_median:
+        updates = clip_rows_to_median(updates)
+    if d.row_aggregator != "mean":
+        ids, delta = robust_rows(updates, dim, d.row_aggregator, d.trim)
+    elif d.algorithm == "fedavg":
         ids, delta = submodel_fedavg(updates, dim)
     else:
         ids, delta = fedsubavg(updates, dim, d.max_correction)
     keep = rows_with_contributors(updates, ids, d.min_contributors)
     dense = trimmed_dense(updates, d.trim) if d.trim > 0 else fedavg_dense(updates)
     return ids[keep], delta[keep], dense
+
+
+def is_finite(delta: np.ndarray, dense: dict[str, np.ndarray]) -> bool:
+    """An aggregate that may be applied: every value finite (NaN / inf → the round is
+    abandoned and the model stays as it was)."""
+    return bool(np.isfinite(delta).all()) and all(np.isfinite(a).all() for a in dense.values())

@@ -17,6 +17,9 @@ class RoundConfig:
     staleness_bound: int = 2  # pushes based on a version older than this many rounds: refused
     staleness_decay: float = 0.5  # weight × decay^staleness for pushes within the bound
     max_rows_per_device: int = 2000
+    max_samples: int = 10_000  # num_samples one push may claim
+    max_row_norm: float = 10.0  # hard L2 bound of one row delta (0 = none)
+    max_update_norm: float = 100.0  # hard L2 bound of a whole update (0 = none)
 
     @property
     def quorum(self) -> int:

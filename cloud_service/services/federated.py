@@ -28,7 +28,7 @@ class Submodel:
 @dataclass(frozen=True)
 class PushReceipt:
     accepted: bool
-    reason: str  # accepted | duplicate | stale | closed | late | not_selected
+    reason: str  # accepted | duplicate | stale | closed | late | not_selected | already_pushed
     entry_id: str
 
 
@@ -44,7 +44,10 @@ class FederatedService:
     ) -> None:
         self.auth, self.store, self.cfg = auth, store, cfg
         self.n_items, self.dim, self.dense_shapes = n_items, dim, dense_shapes
-        self.limits = UpdateLimits(n_items, dim, dense_shapes, cfg.max_rows_per_device)
+        self.limits = UpdateLimits(
+            n_items, dim, dense_shapes, cfg.max_rows_per_device, cfg.max_samples,
+            cfg.max_row_norm, cfg.max_update_norm,
+        )  # fmt: skip
 
     def pull(
         self, device_id: str, round_id: str, item_ids: list[int], token: str | None

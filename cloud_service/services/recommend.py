@@ -21,15 +21,15 @@ from cloud_service.validation import check_query
 
 @dataclass(frozen=True)
 class RecommendLimits:
-    max_k: int = 200
-    max_recent: int = 200
-    max_exclude: int = 5000
-    session_recent_len: int = 50
-    session_served_len: int = 400
-    # Exclude everything sent before, not only what the device says it showed. Off by default:
-    # measured in the demo, a device that refreshes its pool got its own best unshown items
-    # withheld, and AlwaysQ fell below NoQ. On for clients that page without exclusions.
-    exclude_served: bool = False
+    """What one request may ask and what a session keeps; built from `RequestSettings` (whose
+    defaults and reasons are the ones that count)."""
+
+    max_k: int
+    max_recent: int
+    max_exclude: int
+    session_recent_len: int
+    session_served_len: int
+    exclude_served: bool  # exclude everything sent before, not only what the device showed
 
 
 def merge_recent(stored: list[Behavior], new: tuple[Behavior, ...], keep: int) -> list[Behavior]:

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cloud_service.store.federated_state import SEEN_TTL_MS, RoundInfo, RoundNotCurrent, StoredPush
+from cloud_service.store.federated_state import (
+    SEEN_TTL_MS,
+    RoundInfo,
+    RoundNotCurrent,
+    StoredPush,
+    applied,
+)
 
 PAGE = 500  # entries per read of new ones, as the Redis store's XREADGROUP COUNT
 
@@ -41,6 +47,7 @@ class MemoryFederatedState:
         self._dense: dict[str, np.ndarray] = {}
         self._devices: set[str] = set()
         self._round: RoundInfo | None = None
+        self._pushed: dict[str, str] = {}  # device -> update id, in the current round
         self._seen: dict[str, str] = {}  # update id -> entry id of its first push
         self._seen_until_ms = 0.0
         self._stream: dict[str, StoredPush] = {}  # in entry id order
@@ -97,6 +104,7 @@ class MemoryFederatedState:
     def open_round(self, info: RoundInfo) -> None:
         with self._lock:
             self._round = replace(info, state="open", selected=frozenset(info.selected))
+            self._pushed = {}
 
     # --- updates ----------------------------------------------------------------------------
     def push(
@@ -114,9 +122,12 @@ class MemoryFederatedState:
                 self._seen.clear()
             if update_id in self._seen:
                 return "duplicate", self._seen[update_id]
+            if device_id in self._pushed:
+                return "already_pushed", ""
             entry_id = self._next_id(now_ms)
             self._stream[entry_id] = StoredPush(entry_id, round_id, update_id, bytes(payload))
             self._seen[update_id] = entry_id
+            self._pushed[device_id] = update_id
             self._seen_until_ms = now_ms + SEEN_TTL_MS
             self._arrived.notify_all()
             return "accepted", entry_id
@@ -200,11 +211,8 @@ class MemoryFederatedState:
         rows = {}
         for item, delta in zip((int(i) for i in row_ids), row_delta, strict=True):
             base = self._rows.get(item, np.zeros_like(delta, dtype=np.float32))
-            rows[item] = (base + delta).astype(np.float32)
-        dense = {
-            name: (self._dense[name] + delta).astype(np.float32)
-            for name, delta in dense_delta.items()
-        }
+            rows[item] = applied(base, delta)
+        dense = {name: applied(self._dense[name], delta) for name, delta in dense_delta.items()}
         return rows, dense
 
     # --- the aggregator lease ---------------------------------------------------------------

@@ -15,13 +15,22 @@ import numpy as np
 import redis
 
 from cloud_service.store.breaker import Breaker
-from cloud_service.store.federated_state import SEEN_TTL_MS, RoundInfo, RoundNotCurrent, StoredPush
+from cloud_service.store.federated_state import (
+    SEEN_TTL_MS,
+    NonFiniteModel,
+    RoundInfo,
+    RoundNotCurrent,
+    StoredPush,
+    applied,
+)
 
 PAGE = 500  # stream entries per XREADGROUP / XAUTOCLAIM call
 
-# Accept a push only into the open round, from a selected device, before the deadline, and only
-# once per update id; append it to the stream and remember its entry id, all atomically.
-# KEYS: round, selected, seen, updates; ARGV: update id, round id, device id, payload, seen TTL.
+# Accept a push only into the open round, from a selected device, before the deadline, once per
+# update id and one update per device per round; append it to the stream and remember its entry
+# id and the device, all atomically. A retry of the same update id stays `duplicate`.
+# KEYS: round, selected, seen, updates, pushed (device -> update id, this round)
+# ARGV: update id, round id, device id, payload, seen TTL.
 PUSH = """
 local state = redis.call('HMGET', KEYS[1], 'id', 'state', 'deadline_ms')
 if state[1] ~= ARGV[2] or state[2] ~= 'open' then return {'closed', ''} end
@@ -31,8 +40,10 @@ if now_ms > tonumber(state[3]) then return {'late', ''} end
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then return {'not_selected', ''} end
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
 if seen then return {'duplicate', seen} end
+if redis.call('HEXISTS', KEYS[5], ARGV[3]) == 1 then return {'already_pushed', ''} end
 local id = redis.call('XADD', KEYS[4], '*', 'round', ARGV[2], 'update', ARGV[1], 'push', ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[1], id)
+redis.call('HSET', KEYS[5], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return {'accepted', id}
 """
@@ -62,7 +73,7 @@ class FederatedStore:
         self.k_version, self.k_rows, self.k_dense = f"{k}:version", f"{k}:rows", f"{k}:dense"
         self.k_shapes, self.k_round, self.k_devices = f"{k}:shapes", f"{k}:round", f"{k}:devices"
         self.k_selected, self.k_seen, self.k_updates = f"{k}:selected", f"{k}:seen", f"{k}:updates"
-        self.k_leader = f"{k}:round:leader"
+        self.k_leader, self.k_pushed = f"{k}:round:leader", f"{k}:round:pushed"
         self.push_script = client.register_script(PUSH)
         self.lease_script = client.register_script(LEASE)
 
@@ -141,7 +152,7 @@ class FederatedStore:
     def open_round(self, info: RoundInfo) -> None:
         with self.breaker.guard():
             pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.k_round, self.k_selected)
+            pipe.delete(self.k_round, self.k_selected, self.k_pushed)
             pipe.hset(self.k_round, mapping={
                 "id": info.round_id, "state": "open", "base_version": info.base_version,
                 "deadline_ms": info.deadline_ms, "quorum": info.quorum,
@@ -154,13 +165,14 @@ class FederatedStore:
     def push(
         self, update_id: str, round_id: str, device_id: str, payload: bytes
     ) -> tuple[str, str]:
-        """(outcome, stream entry id); outcome accepted | duplicate | closed | late | not_selected.
+        """(outcome, stream entry id); outcome accepted | duplicate | closed | late | not_selected
+        | already_pushed.
 
         The stream is not trimmed by length (that could drop unapplied updates): the aggregator
         deletes entries when it acks them, so it holds exactly the updates not yet applied."""
         with self.breaker.guard():
             outcome, entry = self.push_script(
-                keys=[self.k_round, self.k_selected, self.k_seen, self.k_updates],
+                keys=[self.k_round, self.k_selected, self.k_seen, self.k_updates, self.k_pushed],
                 args=[update_id, round_id, device_id, payload, SEEN_TTL_MS],
             )
         return outcome.decode(), entry.decode() if isinstance(entry, bytes) else str(entry)
@@ -234,19 +246,21 @@ class FederatedStore:
             current = pipe.hmget(self.k_rows, ids) if apply and ids else []
             shapes = pipe.hgetall(self.k_shapes) if apply else {}
             dense_now = pipe.hgetall(self.k_dense) if apply else {}
+            if apply:  # every new value computed (and checked finite) before MULTI
+                assert row_delta is not None
+                try:
+                    new_rows, new_dense = self._applied(
+                        ids, current, row_delta, dense_delta or {}, shapes, dense_now
+                    )
+                except NonFiniteModel:
+                    pipe.unwatch()
+                    raise
             pipe.multi()
             if apply:
-                assert row_delta is not None
-                new_rows = {}
-                for item, old, delta in zip(ids, current, row_delta, strict=True):
-                    base = np.frombuffer(old, dtype="<f4") if old else np.zeros_like(delta)
-                    new_rows[item] = (base + delta).astype("<f4").tobytes()
                 if new_rows:
                     pipe.hset(self.k_rows, mapping=new_rows)
-                for name, delta in (dense_delta or {}).items():
-                    shape = tuple(json.loads(shapes[name.encode()]))
-                    base = np.frombuffer(dense_now[name.encode()], dtype="<f4").reshape(shape)
-                    pipe.hset(self.k_dense, name, (base + delta).astype("<f4").tobytes())
+                if new_dense:
+                    pipe.hset(self.k_dense, mapping=new_dense)
                 pipe.incr(self.k_version)
                 version += 1
             pipe.hset(self.k_round, "state", state)
@@ -258,6 +272,23 @@ class FederatedStore:
             except redis.WatchError:
                 raise RoundNotCurrent(f"round {round_id} changed while it was applied") from None
         return version
+
+    @staticmethod
+    def _applied(
+        ids: list[int], current: list[Any], row_delta: np.ndarray,
+        dense_delta: dict[str, np.ndarray], shapes: dict[bytes, bytes], dense_now: dict[bytes, Any],
+    ) -> tuple[dict[int, bytes], dict[str, bytes]]:  # fmt: skip
+        """The new stored bytes of every changed row and layer (NonFiniteModel on overflow)."""
+        rows = {}
+        for item, old, delta in zip(ids, current, row_delta, strict=True):
+            base = np.frombuffer(old, dtype="<f4") if old else np.zeros_like(delta)
+            rows[item] = applied(base, delta).astype("<f4").tobytes()
+        dense = {}
+        for name, delta in dense_delta.items():
+            shape = tuple(json.loads(shapes[name.encode()]))
+            base = np.frombuffer(dense_now[name.encode()], dtype="<f4").reshape(shape)
+            dense[name] = applied(base, delta).astype("<f4").tobytes()
+        return rows, dense
 
     def ack(self, group: str, entry_ids: list[str]) -> None:
         """Drop entries that belong to no current round (late arrivals of a finished round)."""

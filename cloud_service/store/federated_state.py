@@ -41,6 +41,22 @@ class RoundNotCurrent(RuntimeError):
     """The round being finished was replaced or changed meanwhile; re-read, do not re-apply."""
 
 
+class NonFiniteModel(ValueError):
+    """Applying the round would leave a weight NaN, infinite or beyond float32; nothing stored."""
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def applied(base: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """base + delta as the stored float32, computed in float64 so an overflow is seen rather
+    than stored as inf; NonFiniteModel when the result is not a finite float32."""
+    value = base.astype(np.float64) + np.asarray(delta, dtype=np.float64)
+    if not np.isfinite(value).all() or np.abs(value).max(initial=0.0) > FLOAT32_MAX:
+        raise NonFiniteModel("the round's aggregate would make the model non-finite")
+    return value.astype(np.float32)
+
+
 class FederatedState(Protocol):
     # --- the global model -------------------------------------------------------------------
     def initialise(self, rows: np.ndarray, dense: dict[str, np.ndarray]) -> bool:
@@ -77,9 +93,11 @@ class FederatedState(Protocol):
     def push(
         self, update_id: str, round_id: str, device_id: str, payload: bytes
     ) -> tuple[str, str]:
-        """(outcome, stream entry id), outcome accepted | duplicate | closed | late | not_selected,
-        checked in that order (closed, late, not_selected, duplicate) and atomically with the
-        append; a duplicate answers the entry id of the update id's first push."""
+        """(outcome, stream entry id), outcome accepted | duplicate | closed | late | not_selected
+        | already_pushed, checked in that order (closed, late, not_selected, duplicate,
+        already_pushed) and atomically with the append; a duplicate answers the entry id of the
+        update id's first push; already_pushed: this device's update for the round, under
+        another update id, is already in (one accepted update per device per round)."""
         ...
 
     def ensure_group(self, group: str) -> None:
@@ -107,7 +125,8 @@ class FederatedState(Protocol):
     ) -> int:  # fmt: skip
         """Apply (state 'applied': rows += row_delta, layers += dense_delta, version + 1) or drop
         ('aborted') the round, set its state and ack its entries, all at once; returns the
-        version. Raises RoundNotCurrent when `round_id` is not (or no longer) the round."""
+        version. Raises RoundNotCurrent when `round_id` is not (or no longer) the round, and
+        NonFiniteModel (changing nothing) when a new weight would not be a finite float32."""
         ...
 
     # --- the aggregator lease ---------------------------------------------------------------

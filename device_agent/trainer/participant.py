@@ -3,7 +3,9 @@
 Protocol (cloud_service/federated): the device checks in with an empty pull; when the open round
 selected it, it pulls its padded id set for that round, trains on its own impressions, and pushes
 the deltas of exactly the pulled rows with a fresh update id. A push is retried with the same
-update id until the cloud says it is stored (a duplicate is applied once).
+update id until the cloud says it is stored (a duplicate is applied once). The cloud takes one
+update per device per round: `already_pushed` (this device's update for the round is in under
+another id, e.g. pushed before a restart lost `done`) ends the device's round like a push.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class RoundOutcome:
     device_id: str
-    state: str  # pushed | not_selected | no_round | too_few_examples | refused:<reason> | <error>
+    state: str  # pushed | already_pushed | not_selected | no_round | too_few_examples
+    #             | refused:<reason> | <error>
     rows: int = 0
     samples: int = 0
     epsilon: float = float("inf")
@@ -62,7 +65,7 @@ class Participant:
             outcome, round_id = self._round(device_id, examples, decoy_pool, done)
         except CloudError as exc:
             return RoundOutcome(device_id, exc.kind)
-        if outcome.state == "pushed":
+        if outcome.state in ("pushed", "already_pushed"):  # either way: not again this round
             done[device_id] = round_id
         return outcome
 
@@ -112,6 +115,8 @@ class Participant:
             except CloudError:
                 if attempt == self.push_attempts - 1:
                     raise
+        if not accepted and reason == "already_pushed":
+            return RoundOutcome(device_id, "already_pushed")
         if not accepted:
             return RoundOutcome(device_id, f"refused:{reason}")
         return RoundOutcome(device_id, "pushed", len(pulled), result.num_samples, update.epsilon)

@@ -42,12 +42,18 @@ class ModelUpdate:
 
 @dataclass(frozen=True)
 class UpdateLimits:
-    """What the receiving model accepts: catalogue size, row width, dense shapes, rows per push."""
+    """What the receiving model accepts: catalogue size, row width, dense shapes, and the bounds
+    on how much one device may weigh — rows per push, samples claimed, the norm of a row delta
+    and of the whole update (0 = no norm bound). The norm bounds are hard limits far above an
+    honest step (docs/federated.md); the aggregator's clipping is what bounds a device closely."""
 
     n_items: int
     dim: int
     dense_shapes: dict[str, tuple[int, ...]]
     max_rows: int
+    max_samples: int = 10_000
+    max_row_norm: float = 0.0
+    max_update_norm: float = 0.0
 
 
 def to_proto(u: ModelUpdate) -> pb.PushRequest:
@@ -112,10 +118,31 @@ def check(u: ModelUpdate, limits: UpdateLimits) -> None:
         raise InvalidUpdate("row_sample_counts: one non-negative count per row")
     if u.num_samples < 1 or (n and u.row_counts.max() > u.num_samples):
         raise InvalidUpdate("num_samples must be ≥ 1 and ≥ every row's count")
+    if u.num_samples > limits.max_samples:
+        raise InvalidUpdate(f"num_samples {u.num_samples} above the limit of {limits.max_samples}")
     for name, delta in u.dense_deltas.items():
         if limits.dense_shapes.get(name) != delta.shape:
             raise InvalidUpdate(f"dense delta {name!r}: unknown layer or wrong shape")
+    check_norms(u, limits)
     check_privacy(u)
+
+
+def check_norms(u: ModelUpdate, limits: UpdateLimits) -> None:
+    """Every value finite, and no row delta nor the whole update above its hard bound.
+
+    Computed in float64 from the pushed values only — never against the current model — so
+    whatever the model holds, an honest push's verdict does not depend on what others pushed."""
+    arrays = [u.row_deltas, *u.dense_deltas.values()]
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise InvalidUpdate("deltas contain NaN or infinite values")
+    rows = u.row_deltas.astype(np.float64).reshape(len(u.item_ids), -1)
+    row_sq = np.sum(rows**2, axis=1)
+    total = float(row_sq.sum()) + sum(float(np.sum(d.astype(np.float64) ** 2)) for d in arrays[1:])
+    if limits.max_row_norm > 0 and len(row_sq) and row_sq.max() > limits.max_row_norm**2:
+        worst = int(u.item_ids[int(np.argmax(row_sq))])
+        raise InvalidUpdate(f"row delta of item {worst}: L2 norm above {limits.max_row_norm}")
+    if limits.max_update_norm > 0 and total > limits.max_update_norm**2:
+        raise InvalidUpdate(f"update L2 norm {math.sqrt(total):.3g} above {limits.max_update_norm}")
 
 
 def check_privacy(u: ModelUpdate) -> None:
