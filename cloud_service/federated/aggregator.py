@@ -101,12 +101,11 @@ class Aggregator:
     def finish(self, rnd: RoundInfo) -> str:
         pushes = list(self.buffer.items())
         version = self.store.version()
-        updates, devices = [], set()
-        for _, p in pushes:  # in stream order
+        updates = []
+        for _, p in pushes:  # one per device: the store's push admits no second
             w = staleness_weight(version, p.base_version, self.cfg)
-            if w is None or p.device_id in devices:  # the store admits one per device; and here
+            if w is None:
                 continue
-            devices.add(p.device_id)
             updates.append(replace(
                 p, row_deltas=p.row_deltas * w,
                 dense_deltas={n: d * w for n, d in p.dense_deltas.items()},

@@ -45,6 +45,19 @@ class LocalTraining:
             )
 
 
+def samples_per_row(history: np.ndarray, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows touched, how many samples touched each): a sample counts once for a row however
+    often the item is in its history, so no count exceeds the number of samples (the cloud
+    refuses a push whose counts do — they are FedSubAvg's weights)."""
+    sample = np.repeat(np.arange(len(item)), history.shape[1])
+    pairs = np.concatenate([
+        np.stack([sample, history.reshape(-1)], 1), np.stack([np.arange(len(item)), item], 1)
+    ])  # fmt: skip
+    pairs = np.unique(pairs[pairs[:, 1] >= 0], axis=0)
+    touched, counts = np.unique(pairs[:, 1], return_counts=True)
+    return touched.astype(np.int64), counts
+
+
 def train_local(
     item_ids: np.ndarray, rows: np.ndarray, dense: dict[str, np.ndarray],
     categories: np.ndarray, data: dict[str, np.ndarray], cfg: LocalTraining, seed: int = 0,
@@ -80,8 +93,7 @@ def train_local(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    h_np, i_np = tensors[0].numpy(), tensors[1].numpy()
-    touched, counts = np.unique(np.concatenate([h_np[h_np >= 0], i_np]), return_counts=True)
+    touched, counts = samples_per_row(tensors[0].numpy(), tensors[1].numpy())
     deltas = (federated_rows(model) - before_rows)[touched] if n else np.zeros((0, rows.shape[1]))
     after = federated_dense(model)
     return ModelUpdate(

@@ -52,6 +52,10 @@ def test_agent_devices_train_and_their_round_is_applied(
     assert all(np.isclose(o.epsilon, np.log(0.9 * 0.8 / (0.2 * 0.1))) for o in pushed)
     again = agent.trainer.run_once()  # a device pushes once per round
     assert {o.state for o in again} == {"already_pushed"}
+    agent.trainer.rounds_done.clear()  # as after a restart: the device forgot it pushed
+    forgot = agent.trainer.run_once()  # trains, pushes a new update id; the cloud says no
+    assert {o.state for o in forgot} == {"already_pushed"}  # not an error: the round is done
+    assert set(agent.trainer.rounds_done) == {"fl-a", "fl-b"}
 
     for _ in range(20):
         if agg.step(block_ms=50) == "applied":

@@ -13,7 +13,12 @@ import pytest
 from cloud_service.store.breaker import Breaker
 from cloud_service.store.federated_memory import MemoryFederatedState
 from cloud_service.store.federated_redis import FederatedStore
-from cloud_service.store.federated_state import FederatedState, RoundInfo, RoundNotCurrent
+from cloud_service.store.federated_state import (
+    FederatedState,
+    NonFiniteModel,
+    RoundInfo,
+    RoundNotCurrent,
+)
 from cloud_service.store.redis_store import build_redis
 
 pytestmark = pytest.mark.integration
@@ -137,6 +142,53 @@ def test_push_outcomes(subject: Subject) -> None:
     assert state.push("u-6", late.round_id, "d1", b"x")[0] == "late"
 
 
+def test_one_update_per_device_per_round(subject: Subject) -> None:
+    state = subject.state
+    rnd = started(state)
+    outcome, first = state.push("u-1", rnd.round_id, "d1", b"one")
+    assert outcome == "accepted"
+    assert state.push("u-9", rnd.round_id, "d1", b"another") == ("already_pushed", "")
+    assert state.push("u-1", rnd.round_id, "d1", b"one") == ("duplicate", first)  # a retry
+    assert state.push("u-2", rnd.round_id, "d2", b"two")[0] == "accepted"  # others unaffected
+    streamed = state.read(GROUP, "c1", pending=False, block_ms=10)
+    assert [(e.update_id, e.payload) for e in streamed] == [("u-1", b"one"), ("u-2", b"two")]
+    assert state.push("u-10", "r-other", "d1", b"x")[0] == "closed"  # closed before the rest
+
+    state.open_round(a_round("r-2"))  # a new round: the device may push again
+    assert state.push("u-3", "r-2", "d1", b"three")[0] == "accepted"
+    assert state.push("u-4", "r-2", "d1", b"four")[0] == "already_pushed"
+
+
+def test_a_round_that_would_make_the_model_non_finite_changes_nothing(subject: Subject) -> None:
+    state = subject.state
+    rnd = started(state)
+    _, entry = state.push("u-1", rnd.round_id, "d1", b"x")
+    state.read(GROUP, "agg", pending=False, block_ms=10)
+    state.finish_round(
+        GROUP, rnd.round_id, [entry], "applied", np.array([2]), np.full((1, DIM), 3e38, np.float32)
+    )  # the row is now ~3e38: finite, so applied
+    state.open_round(a_round("r-2"))
+    _, entry = state.push("u-2", "r-2", "d1", b"x")
+    state.read(GROUP, "agg", pending=False, block_ms=10)
+    before = state.snapshot(range(6), DIM)
+    for rows, dense in (
+        (np.full((1, DIM), 3e38, np.float32), {}),  # 6e38 overflows float32
+        (np.zeros((1, DIM), np.float32), {"w": np.full((2, 3), np.inf, np.float32)}),
+        (np.full((1, DIM), np.nan, np.float32), {}),
+    ):
+        with pytest.raises(NonFiniteModel):
+            state.finish_round(GROUP, "r-2", [entry], "applied", np.array([2]), rows, dense)
+        after = state.snapshot(range(6), DIM)
+        np.testing.assert_array_equal(after[0], before[0])
+        for name in before[1]:
+            np.testing.assert_array_equal(after[1][name], before[1][name])
+        assert after[2] == before[2] == 1
+    current = state.current_round()
+    assert current is not None and current.state == "open"  # the caller decides: abandon it
+    assert [e.entry_id for e in state.read(GROUP, "agg", pending=True, block_ms=0)] == [entry]
+    assert state.finish_round(GROUP, "r-2", [entry], "aborted") == 1
+
+
 def test_the_deadline_passes_with_time(subject: Subject) -> None:
     state = subject.state
     rnd = started(state, a_round(deadline_s=0.3))
@@ -151,12 +203,12 @@ def test_read_delivers_each_entry_once_and_keeps_it_pending_until_acked(
     state = subject.state
     state.initialise(*model())
     state.register("d1")
-    rnd = a_round(selected=("d1", "d2"))
+    rnd = a_round(selected=("d1", "d2", "d3", "d4"))
     state.open_round(rnd)
     _, early = state.push("u-0", rnd.round_id, "d1", b"before the group")
     state.ensure_group(GROUP)
     state.ensure_group(GROUP)  # idempotent
-    ids = [early] + [state.push(f"u-{i}", rnd.round_id, "d2", b"p%d" % i)[1] for i in (1, 2)]
+    ids = [early] + [state.push(f"u-{i}", rnd.round_id, f"d{i + 1}", b"p%d" % i)[1] for i in (1, 2)]
 
     got = state.read(GROUP, "c1", pending=False, block_ms=10)
     assert [e.entry_id for e in got] == ids  # from the stream's start, in order
@@ -171,7 +223,7 @@ def test_read_delivers_each_entry_once_and_keeps_it_pending_until_acked(
     assert [e.entry_id for e in state.read(GROUP, "c1", pending=True, block_ms=0)] == [
         ids[0], ids[2],
     ]  # fmt: skip
-    _, later = state.push("u-9", rnd.round_id, "d1", b"later")
+    _, later = state.push("u-9", rnd.round_id, "d4", b"later")
     assert [e.entry_id for e in state.read(GROUP, "c2", pending=False, block_ms=10)] == [later]
     assert len(state.read(GROUP, "c1", pending=True, block_ms=0)) == 2
 

@@ -15,7 +15,7 @@ from cloud_service.federated.rounds import RoundConfig
 from cloud_service.services.federated import FederatedService
 from cloud_service.store.federated_memory import MemoryFederatedState
 from cloud_service.store.federated_state import FederatedState
-from tandem_core.federated.update import ModelUpdate
+from tandem_core.federated.update import ModelUpdate, encode
 
 pytestmark = pytest.mark.unit
 N_ITEMS, DIM = 10, 3
@@ -103,3 +103,39 @@ def test_a_standby_takes_over_the_pushes_a_dead_leader_had_read() -> None:
     np.testing.assert_allclose(rows[ids], before[ids] + delta, rtol=1e-6)
     assert version == 1
     assert state.read(GROUP, "agg-a", pending=True, block_ms=0) == []
+
+
+def test_a_round_that_would_overflow_the_model_is_abandoned_and_honest_rounds_go_on() -> None:
+    """The aggregator's last check: pushes that got past validation (written straight into the
+    state here, as a replica without the norm bound would) cannot make the model non-finite."""
+    state = MemoryFederatedState()
+    service, auth = server(state)
+    for device in DEVICES:
+        service.pull(device, "", [], auth.token_for(device))
+    agg = aggregator(state, "agg-a")
+
+    def huge_round() -> str | None:
+        agg.step(block_ms=10)
+        rnd = state.current_round()
+        assert rnd is not None and rnd.state == "open"
+        for device in DEVICES:
+            u = ModelUpdate(
+                device, np.array([0]), np.full((1, DIM), 3e38, np.float32), np.array([1]), {},
+                1, round_id=rnd.round_id, update_id=f"{device}-{rnd.round_id}",
+                base_version=rnd.base_version,
+            )  # fmt: skip
+            state.push(u.update_id, rnd.round_id, device, encode(u))
+        return agg.step(block_ms=10)
+
+    assert huge_round() == "applied"  # row 0 is now ~3e38: still finite
+    before = state.snapshot(range(N_ITEMS), DIM)
+    assert huge_round() == "aborted"  # 6e38 would overflow float32
+    after = state.snapshot(range(N_ITEMS), DIM)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1]["w"], before[1]["w"])
+    assert after[2] == before[2] == 1
+    assert state.read(GROUP, "agg-a", pending=True, block_ms=0) == []  # its pushes are gone
+
+    agg.step(block_ms=10)  # the next round: honest pushes are accepted and applied
+    push_all(service, auth)
+    assert agg.step(block_ms=10) == "applied" and state.version() == 2

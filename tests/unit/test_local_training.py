@@ -66,8 +66,19 @@ def test_sgd_on_the_pulled_rows_equals_sgd_on_the_whole_model() -> None:
     untouched = np.setdiff1d(np.arange(N_ITEMS), touched)
     np.testing.assert_array_equal(after_rows[untouched], rows[untouched])
     assert result.num_samples == len(data["item"])
-    counts = np.bincount(np.concatenate([data["history"][data["history"] >= 0], data["item"]]))
-    np.testing.assert_array_equal(result.row_counts, counts[touched])
+    # a row's count: the impressions touching it (history or candidate), each counted once
+    in_sample = (data["history"][:, :, None] == touched).any(1) | (data["item"][:, None] == touched)
+    np.testing.assert_array_equal(result.row_counts, in_sample.sum(0))
+    assert result.row_counts.max() <= result.num_samples
+
+
+def test_a_row_counts_each_sample_once_however_often_it_is_in_the_history() -> None:
+    model, categories = full_model()
+    rows, dense = rows_and_dense(model)
+    data = device_log(np.random.default_rng(4), n=6)
+    data["history"][:, :] = 3  # item 3 fills every history slot: 5 occurrences per sample
+    result = train_local(np.arange(30), rows[:30], dense, categories[:30], data, LocalTraining())
+    assert result.row_counts[list(result.item_ids).index(3)] == 6 == result.num_samples
 
 
 def test_impressions_of_rows_not_pulled_are_left_out() -> None:
