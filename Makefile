@@ -32,9 +32,11 @@ typecheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m protos.generate
 
+# the serving benchmarks on the models `make demo` trains (run it once first)
+MODELS ?= artifacts/demo
 bench: $(STAMP)
-	$(PY) -m localrun.bench_cloud
-	$(PY) -m localrun.bench_agent
+	$(PY) -m localrun.bench_cloud --bundle $(MODELS)/ranker/serving --device-models $(MODELS)/device
+	$(PY) -m localrun.bench_agent --bundle $(MODELS)/ranker/serving --device $(MODELS)/device
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache artifacts

@@ -91,11 +91,7 @@ class CloudGrpcUser(User):
     def recommend(self) -> None:
         self.feed.begin_step()
         recent = [
-            pb.Behavior(
-                item_id=e["item_id"],
-                action=to_wire(BY_NAME[e["action"]]),
-                timestamp_ms=e["timestamp_ms"],
-            )
+            pb.Behavior(item_id=e["item_id"], action=wire(e), timestamp_ms=e["timestamp_ms"])
             for e in self.recent
         ]
         request = pb.RecommendRequest(device_id=self.device_id, k=POOL_SIZE, recent=recent)

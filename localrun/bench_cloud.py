@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from protos.actions import BY_NAME, to_wire
+
 SECRET = "bench-secret-0123456789"
 HELLO = "localrun.bench_servers"
 
@@ -109,12 +111,11 @@ def _grpc_caller(target: Target, bodies: list[dict]) -> Callable[[int], bool]:
 
         return call_echo
     stub = pb_grpc.TandemStub(channel)
-    action = {"click": pb.CLICK, "exposure": pb.EXPOSURE}
     requests = [
         (
             pb.RecommendRequest(
                 device_id=str(b["device_id"]), k=int(b["k"]),
-                recent=[pb.Behavior(item_id=r["item_id"], action=action[r["action"]],
+                recent=[pb.Behavior(item_id=r["item_id"], action=to_wire(BY_NAME[r["action"]]),
                                     timestamp_ms=r["timestamp_ms"]) for r in b["recent"]],
             ),
             [("x-device-token", device_token(SECRET.encode(), str(b["device_id"])))],
@@ -213,10 +214,9 @@ def stage_breakdown(redis_url: str, bundle_dir: Path, bodies: list[dict]) -> dic
     )
     services = build_services(settings)
     rec = services.recommend
-    action = {"click": Action.CLICK, "exposure": Action.EXPOSURE}
     queries = [
         RecommendQuery(str(b["device_id"]), int(b["k"]), tuple(
-            Behavior(r["item_id"], action[r["action"]], r["timestamp_ms"]) for r in b["recent"]
+            Behavior(r["item_id"], BY_NAME[r["action"]], r["timestamp_ms"]) for r in b["recent"]
         ))
         for b in bodies[:200]
     ]  # fmt: skip

@@ -104,23 +104,26 @@ def federated_summary(
 
 
 def start_cloud_side(
-    args: argparse.Namespace, models: Models, redis_url: str, workdir: Path
-) -> list[Child]:
-    """The cloud service and, when devices train, the aggregator; the cloud first."""
+    args: argparse.Namespace, models: Models, redis_url: str, workdir: Path, children: list[Child]
+) -> Child:
+    """The cloud service and, when devices train, the aggregator, each appended to `children` as
+    soon as it runs (so a failed start still stops what did start); returns the cloud."""
     cloud = start_child(
         "cloud", "cloud_service.main", cloud_env(args, models, redis_url), workdir,
         workdir / "cloud.log",
     )  # fmt: skip
+    children.append(cloud)
     print(f"cloud service: pid {cloud.proc.pid}, ports {cloud.ports}", flush=True)
     print(f"live dashboard: http://127.0.0.1:{cloud.ports['http']}/dashboard", flush=True)
     if args.no_train:
-        return [cloud]
+        return cloud
     aggregator = start_child(
         "aggregator", "cloud_service.federated.aggregator",
         aggregator_env(args, models, redis_url), workdir, workdir / "aggregator.log",
     )  # fmt: skip
+    children.append(aggregator)
     print(f"aggregator: pid {aggregator.proc.pid}", flush=True)
-    return [cloud, aggregator]
+    return cloud
 
 
 def play_policy(
@@ -151,10 +154,10 @@ def run_system(
     with running_redis() as redis:
         print(f"\nRedis: {redis.source} at {redis.url}", flush=True)
         try:
-            children.extend(start_cloud_side(args, models, redis.url, workdir))
+            cloud = start_cloud_side(args, models, redis.url, workdir, children)
             for policy, n_agents in (("value", args.agents), ("always", 1), ("never", 1)):
                 run, agents = play_policy(
-                    args, models, world, children[0], policy, n_agents, workdir, children
+                    args, models, world, cloud, policy, n_agents, workdir, children
                 )
                 runs.append(run)
                 trainers = trainers or (agents if policy == "value" else [])

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.cloud import CLICK, EXPOSURE, PURCHASE, Feedback, ReferenceCloud
+from protos.actions import code_of
+from simulator.cloud import Feedback, ReferenceCloud
 from simulator.world import World
 
 
@@ -126,7 +127,7 @@ def _observe(
     cat = world.catalog.category
     for item, clicked, bought in zip(page.tolist(), clicks.tolist(), buys.tolist(), strict=True):
         state.shown.add(item)
-        action = PURCHASE if bought else CLICK if clicked else EXPOSURE
+        action = code_of(clicked, bought)
         state.feedback.append(Feedback(item, action))
         if clicked:
             eta = world.cfg.drift_rate
