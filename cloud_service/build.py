@@ -14,8 +14,9 @@ from cloud_service.federated.defences import Defences
 from cloud_service.federated.rounds import RoundConfig
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
-from cloud_service.registry.bundle import load_bundle, load_federated_start
-from cloud_service.registry.device_models import DeviceModelRegistry
+from cloud_service.registry.bundle import ServingBundle, load_bundle, load_federated_start
+from cloud_service.registry.bundle_watch import BundleWatch
+from cloud_service.registry.device_models import build_registries
 from cloud_service.services.container import CloudServices, Readiness
 from cloud_service.services.device_models import DeviceModelService
 from cloud_service.services.events import EventService
@@ -42,6 +43,8 @@ from cloud_service.store.redis_store import (
     build_redis,
 )
 from tandem_core.artifacts import ArtifactIntegrityError
+from tandem_core.release import RERANKER, VALUE_MODEL
+from tandem_core.signing import Verifier, build_verifier
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +56,45 @@ def build_store(s: StoreSettings, client: redis.Redis | None = None) -> RedisSto
     return RedisStore(client, Keys(prefix=s.key_prefix), Breaker(open_s=s.redis_open_circuit_s))
 
 
-def build_recommender(s: ModelSettings) -> OnlineRecommender:
+def build_release_verifier(s: ModelSettings) -> Verifier:
+    """The one public key artifacts must be signed by (a ReleaseKeyError without one, unless
+    unsigned artifacts were allowed explicitly)."""
+    verifier = build_verifier(s.release_public_key, s.release_public_key_file, s.allow_unsigned)
+    if not verifier.signed:
+        log.warning("CLOUD_ALLOW_UNSIGNED: serving unsigned artifacts (development only)")
+    return verifier
+
+
+def recommender_of(s: ModelSettings, bundle: ServingBundle) -> OnlineRecommender:
     retrieval = RetrievalConfig(
         n_embedding=s.n_embedding, n_cooccurrence=s.n_cooccurrence, n_popular=s.n_popular
     )
+    return OnlineRecommender(
+        bundle, retrieval, purchase_weight=s.purchase_weight, threads=s.onnx_threads
+    )
+
+
+def build_recommender(s: ModelSettings, verifier: Verifier | None = None) -> OnlineRecommender:
     # One BLAS thread per request thread, for the whole process: measured, retrieval's
     # 100k-row matmul took 6 ms with OpenBLAS threads fighting request threads for 2 cores,
     # 0.3 ms with one. Concurrency comes from serving several requests at once.
     threadpool_limits(limits=s.blas_threads)
-    bundle = load_bundle(s.bundle_dir)
-    return OnlineRecommender(
-        bundle, retrieval, purchase_weight=s.purchase_weight, threads=s.onnx_threads
-    )
+    return recommender_of(s, load_bundle(s.bundle_dir, verifier or build_release_verifier(s)))
+
+
+def build_bundle_watch(
+    s: ModelSettings, verifier: Verifier, recommend: RecommendService
+) -> BundleWatch:
+    """Follows the bundle's `current`; a version that passes replaces the recommender whole."""
+
+    def install(recommender: OnlineRecommender) -> None:
+        recommend.recommender = recommender  # one reference assignment
+
+    return BundleWatch(
+        s.bundle_dir, verifier, current=lambda: recommend.recommender,
+        build=lambda bundle: recommender_of(s, bundle), install=install,
+        interval_s=s.model_poll_s,
+    )  # fmt: skip
 
 
 def build_round_config(fl: FederatedSettings) -> RoundConfig:
@@ -74,6 +104,7 @@ def build_round_config(fl: FederatedSettings) -> RoundConfig:
         staleness_bound=fl.staleness_bound, staleness_decay=fl.staleness_decay,
         max_rows_per_device=fl.max_rows, max_samples=fl.max_samples,
         max_row_norm=fl.max_row_norm, max_update_norm=fl.max_update_norm,
+        latest_max_age=fl.laavg_max_age,
     )  # fmt: skip
 
 
@@ -134,21 +165,31 @@ def build_recommend(
 def build_services(settings: CloudSettings, store: RedisStore | None = None) -> CloudServices:
     store = store or build_store(settings.store)
     auth = DeviceAuth(settings.requests.auth_secret.get_secret_value().encode())
-    recommender = build_recommender(settings.models)
+    models = settings.models
+    verifier = build_release_verifier(models)
+    recommender = build_recommender(models, verifier)
     n_items = recommender.bundle.n_items
+    recommend = build_recommend(settings, store, auth, recommender)
+    registries = build_registries(
+        {RERANKER: models.device_model_dir, VALUE_MODEL: models.value_model_dir}, verifier,
+        embedding_version=lambda: recommend.recommender.bundle.embedding_version,
+    )  # fmt: skip
     return CloudServices(
         federated=build_federated(settings, store, auth, n_items),
         settings=settings,
-        recommend=build_recommend(settings, store, auth, recommender),
+        recommend=recommend,
         events=EventService(
             auth,
-            RedisEventLog(store, maxlen=settings.store.events_stream_maxlen),
+            RedisEventLog(
+                store,
+                maxlen=settings.store.events_stream_maxlen,
+                dedup_ttl_s=settings.store.events_batch_ttl_s,
+            ),
             n_items,
             max_events=settings.requests.max_events,
         ),
-        device_models=DeviceModelService(
-            auth, DeviceModelRegistry(settings.models.device_model_dir)
-        ),
+        device_models=DeviceModelService(auth, registries),
         readiness=Readiness(store),
         auth=auth,
+        bundle_watch=build_bundle_watch(models, verifier, recommend),
     )

@@ -59,6 +59,12 @@ class Event:
     timestamp_ms: int
     position: int
     request_id: str
+    # the decision behind the page that showed the item (exposures), for off-policy training
+    source: str = ""  # cloud | local | "" (not an exposure)
+    asked_cloud: bool = False
+    value: float = 0.0
+    threshold: float = 0.0
+    propensity: float = 1.0  # probability of the decision taken; 1.0 while nothing randomises
 
 
 @dataclass

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
 
 from cloud_service.build import build_services
 from cloud_service.server import CloudServer
 from cloud_service.settings import load_settings
+from tandem_core.settings import EXIT_BAD_SETTINGS
+from tandem_core.signing import ReleaseKeyError
 
 log = logging.getLogger("cloud_service")
 
@@ -28,7 +31,11 @@ def announce(server: CloudServer, ports_file: Path | None) -> None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings()
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except ReleaseKeyError as exc:  # no trusted key: refuse to serve anything
+        print(f"invalid CLOUD_* settings:\n  {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     t = settings.transport
     server = CloudServer(services, t.host, t.grpc_port, t.http_port)
     # uvicorn re-raises the signal it caught after shutting down; this makes that a clean exit

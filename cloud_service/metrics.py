@@ -21,3 +21,11 @@ DEGRADED = Counter(
 )
 REDIS_UP = Gauge("tandem_cloud_redis_up", "1 when the last Redis check succeeded")
 EVENTS = Counter("tandem_cloud_events_total", "Events appended to the stream")
+EVENT_BATCHES = Counter(
+    "tandem_cloud_event_batches_total", "Event batches by result (stored / duplicate)", ["result"]
+)
+MODEL_LOADS = Counter(
+    "tandem_cloud_model_loads_total",
+    "Model versions loaded, by kind and outcome (installed / refused)",
+    ["kind", "outcome"],
+)

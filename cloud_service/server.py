@@ -66,8 +66,10 @@ class CloudServer:
         `on_ready` runs once both ports accept connections (gRPC started, HTTP listening)."""
         self.grpc.server.start()
         self.http_socket.listen(2048)  # uvicorn listens again with its own backlog; harmless
+        self._watch(start=True)
         on_ready()
         self.http.run(sockets=[self.http_socket])
+        self._watch(start=False)
         self.grpc.server.stop(self.services.settings.transport.shutdown_grace_s).wait()
 
     def start(self) -> None:
@@ -82,9 +84,17 @@ class CloudServer:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the HTTP server did not start")
             time.sleep(0.01)
+        self._watch(start=True)
+
+    def _watch(self, start: bool) -> None:
+        """The model watcher (hot swap of the ranker bundle) runs while the servers do."""
+        watch = self.services.bundle_watch
+        if watch is not None:
+            watch.start() if start else watch.stop()
 
     def stop(self, grace_s: float = 1.0) -> None:
         self.drain()
+        self._watch(start=False)
         self.http.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=grace_s + 5)

@@ -5,8 +5,9 @@ stay the flat names deploy/ and the tools set (`CLOUD_FL_ROUND_S` is `federated.
 
 - `transport` (`CLOUD_*`): host, ports, gRPC workers, message and body limits, ports file,
   shutdown grace
-- `models` (`CLOUD_*`): serving bundle, device models, runtime threads, retrieval sizes, the
-  purchase weight of the score
+- `models` (`CLOUD_*`): serving bundle, device models (re-ranker, request-value model), the
+  release public key they must be signed by, how often `current` is checked, runtime threads,
+  retrieval sizes, the purchase weight of the score
 - `store` (`CLOUD_*`): Redis URL, key prefix, deadline, retries, breaker, session TTL, stream
 - `budget` (`CLOUD_BUDGET_*`): the Recommend token bucket shared by all replicas
 - `requests` (`CLOUD_*`): the device tokens' secret, what a request may ask, what a session keeps
@@ -46,8 +47,17 @@ class TransportSettings(BaseSettings):
 class ModelSettings(BaseSettings):
     model_config = group_config("CLOUD_")
 
-    bundle_dir: Path = Path("artifacts/ranker/serving")
-    device_model_dir: Path = Path("artifacts/device")
+    # each a registry kind directory (`current` + `versions/`, followed) or one version directory
+    bundle_dir: Path = Path("artifacts/registry/ranker_bundle")
+    device_model_dir: Path = Path("artifacts/registry/reranker")
+    value_model_dir: Path | None = None  # the request-value model devices fetch; None: not served
+    # Artifacts must be signed by this Ed25519 key (PEM or base64 of the 32 raw bytes, or a file
+    # holding either). No default: without one the replica refuses to start, unless unsigned
+    # artifacts are allowed explicitly (development only; sha256 is then still checked).
+    release_public_key: str | None = None
+    release_public_key_file: Path | None = None
+    allow_unsigned: bool = False
+    model_poll_s: float = Field(5.0, gt=0)  # how often the bundle's `current` is checked
     onnx_threads: int = Field(1, ge=1, le=64)
     blas_threads: int = Field(1, ge=1, le=64)
     purchase_weight: float = Field(1.0, ge=0)  # score = pCTR + w · pCTCVR
@@ -66,6 +76,7 @@ class StoreSettings(BaseSettings):
     redis_open_circuit_s: float = Field(1.0, ge=0)  # skip Redis this long after a failure
     session_ttl_s: int = Field(1800, ge=1)
     events_stream_maxlen: int = Field(1_000_000, ge=1)
+    events_batch_ttl_s: int = Field(86_400, ge=1)  # a retried batch id is stored once within this
 
 
 class BudgetSettings(BaseSettings):
@@ -117,6 +128,7 @@ class FederatedSettings(BaseSettings):
     staleness_decay: float = Field(0.5, gt=0, le=1)
     max_rows: int = Field(2000, ge=1)
     algorithm: Literal["fedsubavg", "fedavg", "fedlaavg"] = "fedsubavg"
+    laavg_max_age: int = Field(5, ge=0)  # FedLaAvg: rounds a remembered update is reused in
     # how a row is combined over the devices holding it: the algorithm's weighted mean, or a
     # coordinate-wise trimmed mean (share `trim` per side) / median (Yin et al., ICML 2018)
     row_aggregator: Literal["mean", "trimmed_mean", "median"] = "mean"

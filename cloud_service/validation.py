@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +14,9 @@ from protos.actions import from_wire
 
 MAX_REQUEST_ID = 64
 MAX_TIMESTAMP_MS = 1 << 50  # far future; rejects garbage, not clocks
+MAX_DECISION = 1e6  # |value|, |threshold|: far beyond any reward scale; rejects garbage
+SOURCES = ("", "cloud", "local")
+BATCH_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # no braces: it goes inside a Redis key
 
 
 def check_items(ids: np.ndarray, n_items: int, what: str) -> None:
@@ -60,6 +65,22 @@ def check_events(events: Sequence[Event], limit: int, n_items: int) -> None:
             raise InvalidArgument(f"events: position {e.position} out of range")
         if len(e.request_id) > MAX_REQUEST_ID:
             raise InvalidArgument("events: request_id longer than 64 characters")
+        check_decision(e)
+
+
+def check_decision(e: Event) -> None:
+    """The logged decision: a known source, finite numbers, a propensity in (0, 1]."""
+    if e.source not in SOURCES:
+        raise InvalidArgument("events: source must be 'cloud', 'local' or empty")
+    if not all(math.isfinite(x) and abs(x) < MAX_DECISION for x in (e.value, e.threshold)):
+        raise InvalidArgument("events: value and threshold must be finite (|x| < 1e6)")
+    if not (math.isfinite(e.propensity) and 0.0 < e.propensity <= 1.0):
+        raise InvalidArgument("events: propensity must be in (0, 1]")
+
+
+def check_batch_id(batch_id: str) -> None:
+    if batch_id and not BATCH_ID.match(batch_id):
+        raise InvalidArgument("batch_id must be 1-64 characters of [A-Za-z0-9_.:-] (or empty)")
 
 
 def parse_action(value: int, what: str) -> Action:

@@ -10,6 +10,7 @@ from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
 from cloud_service.errors import InvalidArgument
 from cloud_service.services.federated import Submodel
 from cloud_service.validation import parse_action
+from protos.actions import to_wire
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.vectors import matrix_to_proto, tensor_to_proto, vector_from_proto, vector_to_proto
 from tandem_core.federated import update as update_codec
@@ -54,9 +55,22 @@ def ranked_to_proto(r: RankedList) -> pb.RecommendResponse:
 
 def events_from_proto(req: pb.ReportEventsRequest) -> list[Event]:
     return [
-        Event(e.item_id, parse_action(e.action, "events"), e.timestamp_ms, e.position, e.request_id)
+        Event(
+            e.item_id, parse_action(e.action, "events"), e.timestamp_ms, e.position, e.request_id,
+            source=e.source, asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold,
+            propensity=e.propensity or 1.0,  # 0 = unset: nothing randomised
+        )
         for e in req.events
-    ]
+    ]  # fmt: skip
+
+
+def event_to_proto(e: Event) -> pb.Event:
+    """The inverse of one element of events_from_proto (round-trip tests, replay tools)."""
+    return pb.Event(
+        item_id=e.item_id, action=to_wire(e.action), timestamp_ms=e.timestamp_ms,
+        position=e.position, request_id=e.request_id, source=e.source,
+        asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold, propensity=e.propensity,
+    )  # fmt: skip
 
 
 def submodel_to_proto(sub: Submodel) -> pb.PullResponse:

@@ -8,16 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from device_agent.cloud_client import CloudClient
-from device_agent.inference.models import ModelPoller, RerankerSlot
+from device_agent.forwarder import EventForwarder
+from device_agent.inference.models import ModelPoller, RerankerSlot, ValueModelSlot
 from device_agent.policy.features import SessionView
 from device_agent.policy.pacing import Allowance, DualPacer
-from device_agent.policy.value import RequestValueModel
 from device_agent.service import AgentService
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession
-from device_agent.settings import DeviceSettings, PacingSettings, TrainerSettings
+from device_agent.settings import (
+    DeviceSettings,
+    EventSettings,
+    ModelSettings,
+    PacingSettings,
+    TrainerSettings,
+)
 from device_agent.trainer.examples import ExampleStore, example_store
 from protos.auth import device_token
+from tandem_core.signing import Verifier, build_verifier
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,8 @@ class Agent:
     reranker: RerankerSlot
     poller: ModelPoller
     trainer: Any = None  # TrainerLoop when federated training is on (torch imported only then)
+    forwarder: EventForwarder | None = None  # app events → the cloud's ReportEvents, when on
+    value_model: ValueModelSlot | None = None
 
 
 def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
@@ -76,12 +85,13 @@ def build_agent(s: DeviceSettings) -> Agent:
         s.cloud.target, deadline_s=s.cloud.deadline_ms / 1000,
         tokens=lambda device: device_token(secret, device),
     )  # fmt: skip
-    reranker = RerankerSlot(threads=s.models.onnx_threads)
+    verifier = build_release_verifier(s.models)
+    reranker = RerankerSlot(threads=s.models.onnx_threads, verifier=verifier)
     if not reranker.refresh(cloud, s.agent.agent_id, timeout_s=5.0):
         log.warning("no device model yet; serving the cloud's order until one arrives")
-    value_model = None
-    if s.models.value_model is not None:
-        value_model = RequestValueModel(s.models.value_model.read_bytes(), s.models.onnx_threads)
+    value_model = ValueModelSlot(threads=s.models.onnx_threads, verifier=verifier)
+    if not value_model.refresh(cloud, s.agent.agent_id, timeout_s=5.0):
+        log.info("no request-value model yet; deciding on the shift score until one arrives")
     examples = None
     if s.trainer.enabled:
         examples = example_store(
@@ -92,13 +102,33 @@ def build_agent(s: DeviceSettings) -> Agent:
         sessions=SessionRegistry(build_session_factory(s), max_devices=s.agent.max_devices),
         cloud=cloud, reranker=reranker, value_model=value_model, pool_size=request_size(s),
         max_k=s.feed.max_k, policy=s.pacing.policy, pacer=build_pacer(s.pacing),
-        examples=examples,
+        examples=examples, forwarder=build_forwarder(s.events, cloud),
     )  # fmt: skip
-    poller = ModelPoller(reranker, cloud, s.agent.agent_id, interval_s=s.models.model_poll_s)
+    poller = ModelPoller(
+        [reranker, value_model], cloud, s.agent.agent_id, interval_s=s.models.model_poll_s
+    )
     trainer = build_trainer(s.trainer, examples, cloud) if examples is not None else None
     if trainer is not None:
         service.training = trainer.outcomes
-    return Agent(s, service, cloud, reranker, poller, trainer)
+    return Agent(s, service, cloud, reranker, poller, trainer, service.forwarder, value_model)
+
+
+def build_release_verifier(s: ModelSettings) -> Verifier:
+    """The one public key models must be signed by (a ReleaseKeyError without one, unless
+    unsigned models were allowed explicitly)."""
+    verifier = build_verifier(s.release_public_key, s.release_public_key_file, s.allow_unsigned)
+    if not verifier.signed:
+        log.warning("DEVICE_ALLOW_UNSIGNED: installing unsigned models (development only)")
+    return verifier
+
+
+def build_forwarder(s: EventSettings, cloud: CloudClient) -> EventForwarder | None:
+    if not s.forward:
+        return None
+    return EventForwarder(
+        cloud, batch_size=s.batch, capacity=s.queue, interval_s=s.interval_ms / 1000,
+        deadline_s=s.deadline_ms / 1000, retry_max_s=s.retry_max_s,
+    )  # fmt: skip
 
 
 def build_trainer(s: TrainerSettings, examples: ExampleStore, cloud: CloudClient) -> Any:

@@ -10,7 +10,13 @@ import json
 import grpc
 import numpy as np
 
-from device_agent.ports import CloudError, CloudList, DeviceModelBytes, Submodel
+from device_agent.ports import (
+    CloudError,
+    CloudList,
+    DeviceModelBytes,
+    ReportedEvent,
+    Submodel,
+)
 from protos.actions import to_wire
 from protos.auth import TOKEN_HEADER
 from protos.tandem.v1 import tandem_pb2 as pb
@@ -95,16 +101,22 @@ class CloudClient:
         )  # fmt: skip
 
     def device_model(
-        self, device_id: str, current_version: str, timeout_s: float
+        self, device_id: str, current_version: str, timeout_s: float, kind: str = "reranker"
     ) -> DeviceModelBytes:
+        request = pb.DeviceModelRequest(
+            device_id=device_id, current_version=current_version, kind=kind
+        )
         try:
             reply = self.stub.GetDeviceModel(
-                pb.DeviceModelRequest(device_id=device_id, current_version=current_version),
-                metadata=self._meta(device_id), timeout=timeout_s,
-            )  # fmt: skip
+                request, metadata=self._meta(device_id), timeout=timeout_s
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
-        return DeviceModelBytes(reply.version, reply.sha256, reply.onnx_model, reply.not_modified)
+        return DeviceModelBytes(
+            reply.version, reply.sha256, reply.onnx_model, reply.not_modified,
+            embedding_version=reply.embedding_version, kind=reply.kind or kind,
+            manifest=reply.manifest,
+        )  # fmt: skip
 
     def pull_submodel(
         self, device_id: str, round_id: str, item_ids: list[int], timeout_s: float
@@ -129,6 +141,27 @@ class CloudClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return r.accepted, r.reason
+
+    def report_events(
+        self, device_id: str, batch_id: str, events: list[ReportedEvent], timeout_s: float
+    ) -> tuple[int, bool]:
+        request = pb.ReportEventsRequest(
+            device_id=device_id, batch_id=batch_id,
+            events=[
+                pb.Event(
+                    item_id=e.item_id, action=to_wire(e.action), timestamp_ms=e.timestamp_ms,
+                    position=e.position, request_id=e.request_id, source=e.source,
+                    asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold,
+                    propensity=e.propensity,
+                )
+                for e in events
+            ],
+        )  # fmt: skip
+        try:
+            r = self.stub.ReportEvents(request, metadata=self._meta(device_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return r.accepted, r.duplicate
 
     def close(self) -> None:
         self.channel.close()

@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
 from device_agent.settings import load_settings
+from tandem_core.settings import EXIT_BAD_SETTINGS
+from tandem_core.signing import ReleaseKeyError
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings()
     ports_file = settings.agent.ports_file
-    server = AgentServer(build_agent(settings), settings.agent.host, settings.agent.http_port)
+    try:
+        agent = build_agent(settings)
+    except ReleaseKeyError as exc:  # no trusted key: install nothing, serve nothing
+        print(f"invalid DEVICE_* settings:\n  {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    server = AgentServer(agent, settings.agent.host, settings.agent.http_port)
 
     def announce() -> None:
         line = json.dumps({"http": server.port})

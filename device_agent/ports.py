@@ -39,6 +39,9 @@ class DeviceModelBytes:
     sha256: str
     onnx_model: bytes
     not_modified: bool
+    embedding_version: str = ""  # the rows the model was trained on (the handshake)
+    kind: str = "reranker"
+    manifest: str = ""  # the signed manifest (JSON) the agent verifies before installing
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,22 @@ class Submodel:
     selected: bool  # whether this device trains in it
 
 
+@dataclass(frozen=True)
+class ReportedEvent:
+    """An app event as the cloud logs it, with the decision behind the page that showed it."""
+
+    item_id: int
+    action: int  # a protos.actions.Action code
+    timestamp_ms: int
+    position: int = 0  # slot on the page that showed the item
+    request_id: str = ""  # the cloud list the item came from
+    source: str = ""  # cloud | local; "" when the item was not on the last page
+    asked_cloud: bool = False
+    value: float = 0.0
+    threshold: float = 0.0
+    propensity: float = 1.0  # of the decision taken; the policy does not randomise yet
+
+
 class CloudPort(Protocol):
     def recommend(
         self, device_id: str, k: int, recent: list[tuple[int, int, int]], exclude: list[int]
@@ -59,7 +78,7 @@ class CloudPort(Protocol):
         ...
 
     def device_model(
-        self, device_id: str, current_version: str, timeout_s: float
+        self, device_id: str, current_version: str, timeout_s: float, kind: str = "reranker"
     ) -> DeviceModelBytes: ...
 
     def pull_submodel(
@@ -67,3 +86,9 @@ class CloudPort(Protocol):
     ) -> Submodel: ...
 
     def push_update(self, update: ModelUpdate, timeout_s: float) -> tuple[bool, str]: ...
+
+    def report_events(
+        self, device_id: str, batch_id: str, events: list[ReportedEvent], timeout_s: float
+    ) -> tuple[int, bool]:
+        """(accepted, duplicate); a retry with the same batch id is stored once."""
+        ...

@@ -32,6 +32,8 @@ class AgentServer:
 
     def serve_forever(self, on_ready: Callable[[], None] = lambda: None) -> None:
         self.agent.poller.start()
+        if self.agent.forwarder is not None:
+            self.agent.forwarder.start()
         if self.agent.trainer is not None:
             self.agent.trainer.start()
         self.socket.listen(2048)
@@ -42,6 +44,8 @@ class AgentServer:
             self.agent.poller.stop()
             if self.agent.trainer is not None:
                 self.agent.trainer.stop()
+            if self.agent.forwarder is not None:  # after the app stopped: nothing more arrives
+                self.agent.forwarder.stop()
             self.agent.cloud.close()
 
     def start(self) -> None:

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from device_agent import metrics
-from device_agent.inference.models import RerankerSlot
+from device_agent.forwarder import EventForwarder
+from device_agent.inference.models import RerankerSlot, ValueModelSlot
+from device_agent.inference.reranker import OnnxReranker
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
-from device_agent.policy.value import RequestValueModel
-from device_agent.ports import CloudError, CloudList, CloudPort
+from device_agent.ports import CloudError, CloudList, CloudPort, ReportedEvent
 from device_agent.session.registry import SessionRegistry
-from device_agent.session.state import DeviceSession, Pool
+from device_agent.session.state import DeviceSession, PageDecision, Pool
 from device_agent.trainer.examples import ExampleStore
 from protos.actions import NAMES, Action
 
@@ -51,6 +52,53 @@ class AppEvent:
     timestamp_ms: int
 
 
+class Handshake:
+    """Counts steps whose pool rows and re-ranker disagree on the embedding version."""
+
+    def __init__(self) -> None:
+        self.mismatched_steps = 0
+        self._lock = threading.Lock()
+        self.cloud_version = self.reranker_version = ""  # the last versions compared
+
+    def compatible(self, model_version: str, pool: Pool, count: bool) -> bool:
+        """Unknown ("") on either side is trusted: models and lists from before the field."""
+        if pool.embedding_version:
+            self.cloud_version, self.reranker_version = pool.embedding_version, model_version
+        ok = not (model_version and pool.embedding_version) or (
+            model_version == pool.embedding_version
+        )
+        if not ok and count:
+            with self._lock:
+                self.mismatched_steps += 1
+            metrics.HANDSHAKE_MISMATCH.inc()
+        return ok
+
+    def status(self) -> dict[str, object]:
+        return {
+            "mismatched_steps": self.mismatched_steps,
+            "cloud_embedding_version": self.cloud_version,
+            "reranker_embedding_version": self.reranker_version,
+        }
+
+
+def reported(events: Sequence[AppEvent], s: DeviceSession) -> list[ReportedEvent]:
+    """The events as the cloud logs them: an item on the last page carries its slot and the
+    decision that served the page."""
+    slots = {item: pos for pos, (item, _) in enumerate(s.page)}
+    d = s.page_decision
+    out = []
+    for e in events:
+        pos = slots.get(e.item_id)
+        if pos is None or d is None:
+            out.append(ReportedEvent(e.item_id, e.action, e.timestamp_ms))
+            continue
+        out.append(ReportedEvent(
+            e.item_id, e.action, e.timestamp_ms, pos, d.request_id, d.source, d.asked_cloud,
+            d.value, d.threshold, d.propensity,
+        ))  # fmt: skip
+    return out
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
     return np.log(q / (1 - q)).astype(np.float32)
@@ -62,12 +110,13 @@ class AgentService:
         sessions: SessionRegistry,
         cloud: CloudPort,
         reranker: RerankerSlot,
-        value_model: RequestValueModel | None,
+        value_model: ValueModelSlot | None,
         pool_size: int,
         max_k: int,
         policy: str = "value",
         pacer: DualPacer | None = None,
         examples: ExampleStore | None = None,
+        forwarder: EventForwarder | None = None,
     ) -> None:
         self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
         self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
@@ -78,12 +127,16 @@ class AgentService:
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
         self.examples = examples  # the devices' own training data, when federated training is on
         self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
+        self.forwarder = forwarder  # app events to the cloud's logs, when forwarding is on
+        self.handshake = Handshake()
 
     def _value(self, s: DeviceSession) -> tuple[float, float]:
         shift = s.view.shift()
-        if self.value_model is None:
+        # the slot's model is read once: a hot swap never changes it inside one decision
+        model = self.value_model.current if self.value_model is not None else None
+        if model is None:
             return shift, shift
-        return self.value_model.value(request_features(s.view)), shift
+        return model.value(request_features(s.view)), shift
 
     def _ask_cloud(self, s: DeviceSession) -> CloudList:
         recent = list(s.behavior)
@@ -105,7 +158,10 @@ class AgentService:
             try:
                 reply = self._ask_cloud(s)
                 if len(reply.item_ids):
-                    pool = Pool(reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows)
+                    pool = Pool(
+                        reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows,
+                        reply.embedding_version, reply.request_id,
+                    )  # fmt: skip
                     s.set_pool(pool)
                     self.last_list = pool
                     if self.examples is not None:
@@ -130,19 +186,29 @@ class AgentService:
             decision = self._decide(s, k)
             if len(s.pool) == 0 and len(self.last_list):
                 s.set_pool(self._fallback(s))  # cold start with no cloud: what others got
-            model = self.reranker.current
+            model = self._model_for(s, count=True)
             page = s.take_page(k, model)
             s.steps += 1
-        source = "cloud" if decision.outcome in FROM_CLOUD else "local"
+            source = "cloud" if decision.outcome in FROM_CLOUD else "local"
+            s.page_decision = PageDecision(
+                source, decision.asked, decision.value, decision.threshold, 1.0, page.request_id
+            )  # the policy does not randomise yet: the decision taken had probability 1
         self.outcomes[decision.outcome] += 1
         metrics.SERVED.labels(source).inc()
         return Page(page, source, decision, model.version if model else "")
 
+    def _model_for(self, s: DeviceSession, count: bool = False) -> OnnxReranker | None:
+        """The re-ranker, unless it was trained on other embedding rows than the pool's: then
+        the cloud's order (scores over rows of another space would be noise)."""
+        model = self.reranker.current
+        if model is None or self.handshake.compatible(model.embedding_version, s.pool, count):
+            return model
+        return None
+
     def _fallback(self, s: DeviceSession) -> Pool:
         seen = set(s.shown)
         keep = np.array([i not in seen for i in self.last_list.items.tolist()], dtype=bool)
-        p = self.last_list
-        return Pool(p.items[keep], p.categories[keep], p.cloud_logit[keep], p.rows[keep])
+        return self.last_list.subset(keep)
 
     def record_events(self, device_id: str, events: Sequence[AppEvent]) -> int:
         for e in events:  # validate all first: a bad batch records nothing
@@ -158,7 +224,9 @@ class AgentService:
             for e in events:
                 s.record_event(e.item_id, e.action, e.timestamp_ms)
                 metrics.EVENTS.labels(NAMES[e.action]).inc()
-            s.rerank(self.reranker.current)  # the pool's order follows every event at once
+            s.rerank(self._model_for(s))  # the pool's order follows every event at once
+            if self.forwarder is not None:
+                self.forwarder.offer(device_id, reported(events, s))
         return len(events)
 
     def _served(self) -> dict[str, int]:
@@ -181,6 +249,10 @@ class AgentService:
             "budget": self.pacer.budget,
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,
             "reranker_version": self.reranker.version,
-            "value_model": "onnx" if self.value_model is not None else "shift score",
+            "value_model": (self.value_model.version or "onnx")
+            if self.value_model is not None and self.value_model.current is not None
+            else "shift score",
             "federated_rounds": dict(self.training) if self.training is not None else None,
+            "handshake": self.handshake.status(),
+            "events_forwarding": self.forwarder.status() if self.forwarder is not None else None,
         }

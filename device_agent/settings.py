@@ -5,9 +5,11 @@ stay the flat names deploy/ and the tools set (`DEVICE_CLOUD_TARGET` is `cloud.t
 
 - `agent` (`DEVICE_*`): host, port, ports file, agent id, token secret, in-memory limits
 - `cloud` (`DEVICE_CLOUD_*`): the cloud's gRPC target and each call's deadline
-- `models` (`DEVICE_*`): the request-value model, ONNX threads, how often the re-ranker is polled
+- `models` (`DEVICE_*`): the release public key models must be signed by, ONNX threads, how
+  often the registry is polled for the re-ranker and the request-value model
 - `feed` (`DEVICE_*`): pool and page sizes, categories, behaviour kept, max k
 - `pacing` (`DEVICE_*`): the policy and the request budget's pacer
+- `events` (`DEVICE_EVENTS_*`): forwarding app events to the cloud (batch, queue, deadline)
 - `trainer` (`DEVICE_TRAIN_*`): on-device federated training; `DEVICE_TRAIN` itself switches it
   on (`trainer.enabled`)
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem_core.settings import group_config
@@ -50,9 +52,15 @@ class CloudLinkSettings(BaseSettings):
 class ModelSettings(BaseSettings):
     model_config = group_config("DEVICE_")
 
-    value_model: Path | None = None  # ONNX request-value model; without it: the shift score
+    # The re-ranker and the request-value model come from the cloud registry; each is installed
+    # only when signed by this Ed25519 key (PEM or base64 of the 32 raw bytes, or a file holding
+    # either). No default: without one the agent refuses to start, unless unsigned models are
+    # allowed explicitly (development only; sha256 and the ONNX inputs are still checked).
+    release_public_key: str | None = None
+    release_public_key_file: Path | None = None
+    allow_unsigned: bool = False
     onnx_threads: int = Field(1, ge=1, le=16)
-    model_poll_s: float = Field(30.0, gt=0)  # how often the re-ranker is asked for
+    model_poll_s: float = Field(30.0, gt=0)  # how often the registry is asked (cheap if current)
 
 
 class FeedSettings(BaseSettings):
@@ -80,6 +88,19 @@ class PacingSettings(BaseSettings):
     initial_threshold: float = Field(0.0, ge=0.0)
 
 
+class EventSettings(BaseSettings):
+    """Forwarding app events to the cloud's ReportEvents (the training logs), off the app's path."""
+
+    model_config = group_config("DEVICE_EVENTS_")
+
+    forward: bool = True
+    batch: int = Field(200, ge=1, le=500)  # events per ReportEvents call (the cloud's max: 500)
+    queue: int = Field(100_000, ge=1)  # events held while the cloud is away; oldest dropped
+    interval_ms: int = Field(200, ge=1, le=60_000)  # a partial batch waits at most this long
+    deadline_ms: int = Field(1000, ge=1, le=60_000)  # per call
+    retry_max_s: float = Field(5.0, gt=0)  # backoff cap while the cloud refuses or is down
+
+
 class TrainerSettings(BaseSettings):
     """On-device federated training (needs the `train` extra: torch; off the inference path)."""
 
@@ -93,10 +114,19 @@ class TrainerSettings(BaseSettings):
     examples_kept: int = Field(2000, ge=1)  # per device, oldest dropped
     epochs: int = Field(2, ge=1)
     lr: float = Field(0.5, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"  # see device_agent/trainer/local_model.py
+    # SGD only on devices: Adam restarted every round steps ~lr on each of the ~47k dense
+    # parameters, an update norm (~130 at lr 0.5) the cloud's push bounds refuse (issue 15);
+    # the offline experiment still compares Adam (device_agent/trainer/local_model.py).
+    optimizer: Literal["sgd"] = "sgd"
     keep_prob: float = Field(0.9, gt=0, le=1)  # p of the randomized-response padding
     decoy_prob: float = Field(0.1, ge=0, lt=1)  # q; ε = ln(p(1−q) / (q(1−p)))
     timeout_s: float = Field(5.0, gt=0)  # deadline of each pull / push
+
+    @model_validator(mode="after")
+    def _padding_carries_signal(self) -> TrainerSettings:
+        if self.decoy_prob >= self.keep_prob:  # the cloud refuses such pushes (privacy.check)
+            raise ValueError("DEVICE_TRAIN_DECOY_PROB must be below DEVICE_TRAIN_KEEP_PROB")
+        return self
 
 
 class DeviceSettings(BaseModel):
@@ -109,6 +139,7 @@ class DeviceSettings(BaseModel):
     models: ModelSettings = Field(default_factory=ModelSettings)
     feed: FeedSettings = Field(default_factory=FeedSettings)
     pacing: PacingSettings = Field(default_factory=PacingSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
 
 

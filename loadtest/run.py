@@ -83,13 +83,14 @@ def prepare_models(args: argparse.Namespace) -> ModelPaths:
         from training.tiny import write_tiny_artifacts
 
         dirs = write_tiny_artifacts(args.out / "tiny", seed=args.seed)
-        return ModelPaths(dirs.bundle, dirs.device, None, SCALES["tiny"], "tiny")
+        return ModelPaths(dirs.bundle, dirs.device, None, SCALES["tiny"], "tiny", dirs.public_key)
     from training.models_job import ModelSpec
     from training.models_job import prepare_models as prepare_world_models
 
     m = prepare_world_models(ModelSpec(scale=args.scale, seed=args.seed, out=args.models))
     value = m.value_model.resolve() if m.value_model is not None else None
-    return ModelPaths(m.bundle.resolve(), m.device.resolve(), value, m.world, args.scale)
+    key = m.public_key.resolve() if m.public_key is not None else None
+    return ModelPaths(m.bundle.resolve(), m.device.resolve(), value, m.world, args.scale, key)
 
 
 def tool_env(models: ModelPaths, extra: dict[str, str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ class ModelPaths:
     value_model: Path | None
     world: WorldConfig
     scale: str  # the name in simulator.scales the locust users rebuild the world from
+    public_key: Path | None = None  # the release public key the servers trust
 
 
 def cloud_env(models: ModelPaths, redis_url: str, cloud_rate: float) -> dict[str, str]:

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from device_agent.build import build_pacer, build_session_factory
-from device_agent.inference.models import RerankerSlot
+from device_agent.inference.models import RerankerSlot, ValueModelSlot
 from device_agent.policy.features import request_features
 from device_agent.policy.value import RequestValueModel
 from device_agent.ports import CloudList
@@ -30,6 +30,7 @@ from device_agent.service import AgentService, AppEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession
 from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings
+from tandem_core.release import resolve
 
 
 class BundleCloud:
@@ -84,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_inputs(bundle: Path, device: Path, value_model: Path) -> Inputs:
+    bundle, device = resolve(bundle), resolve(device)  # registry kind dirs or version dirs
     with np.load(bundle / "tables.npz") as t:
         rows, cats = np.array(t["item_rows"]), np.array(t["item_category"])
     manifest = json.loads((device / "manifest.json").read_text())
@@ -96,14 +98,16 @@ def build_agent(inputs: Inputs) -> tuple[AgentService, DeviceSettings]:
     rows, cats, value_bytes = inputs.rows, inputs.categories, inputs.value
     manifest = inputs.manifest
     slot = RerankerSlot(threads=1)
-    assert slot.install(inputs.reranker, manifest["sha256"], manifest["version"])
+    digest = manifest["sha256"][manifest["file"]]
+    assert slot.install(inputs.reranker, digest, manifest["version"])
     settings = DeviceSettings(
         feed=FeedSettings(n_categories=int(cats.max()) + 1),
         pacing=PacingSettings(request_budget=0.1),
     )
     agent = AgentService(
         SessionRegistry(build_session_factory(settings), 10), BundleCloud(rows, cats),  # type: ignore[arg-type]
-        slot, RequestValueModel(value_bytes, threads=1), settings.feed.pool_size,
+        slot, ValueModelSlot(model=RequestValueModel(value_bytes, threads=1)),
+        settings.feed.pool_size,
         settings.feed.max_k, "value", build_pacer(settings.pacing),
     )  # fmt: skip
     return agent, settings

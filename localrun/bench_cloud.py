@@ -209,7 +209,10 @@ def stage_breakdown(redis_url: str, bundle_dir: Path, bodies: list[dict]) -> dic
 
     settings = CloudSettings(
         store=StoreSettings(redis_url=redis_url, key_prefix="benchstages"),
-        models=ModelSettings(bundle_dir=bundle_dir, device_model_dir=Path("/nonexistent")),
+        # a serving benchmark, not a security one: the bundle's signature is not checked here
+        models=ModelSettings(
+            bundle_dir=bundle_dir, device_model_dir=Path("/nonexistent"), allow_unsigned=True
+        ),
         budget=BudgetSettings(rate=1e9, burst=1e9),
     )
     services = build_services(settings)
@@ -290,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 "CLOUD_HTTP_PORT": "0", "CLOUD_PORTS_FILE": f"{tmp}/cloud.json",
                 "CLOUD_AUTH_SECRET": SECRET, "CLOUD_KEY_PREFIX": "bench",
                 "CLOUD_BUDGET_RATE": "1e9", "CLOUD_BUDGET_BURST": "1e9",
+                "CLOUD_ALLOW_UNSIGNED": "true",  # serving speed is measured, not signatures
             }  # fmt: skip
             procs.append(start(["cloud_service.main"], cloud_env))
             procs.append(start([HELLO, "--ports-file", f"{tmp}/hello.json"], {}))

@@ -67,17 +67,26 @@ def read_verified(directory: Path, name: str, sha256: Mapping[str, str]) -> byte
     return data
 
 
-def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
-    """Write `manifest.json` atomically (a temporary file renamed over the old one)."""
-    directory = Path(directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}-", dir=directory)
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (a synced temporary sibling renamed over it),
+    readable by every user like a plain write (mkstemp alone would leave it 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(manifest, handle, indent=2, default=list)
-        os.replace(tmp, directory / MANIFEST)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+    """Write `manifest.json` atomically."""
+    write_atomic(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, default=list))
 
 
 @contextmanager
@@ -89,6 +98,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
         raise FileExistsError(f"{target} is not empty: write into a new directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700: readers under another uid must list it
     try:
         yield tmp
         if target.exists():

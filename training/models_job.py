@@ -2,22 +2,25 @@
 
 `python -m training.models_job --out DIR` is what a deployment's one-shot `models` service runs
 and what `make demo` and the load test call first; models already in DIR that were trained on
-the same world are reused (`--retrain` forces training).
+the same world are reused (`--retrain` forces training). Every model is signed by the release
+key and made current in `DIR/registry/<kind>`; the public key the servers trust is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from simulator.scales import SCALES
 from simulator.world import WorldConfig
 
-VALUE_MODEL = Path("artifacts/policy/request_value.onnx")
+VALUE_MODEL = Path("policy/request_value.onnx")  # under the spec's out directory
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,20 @@ class ModelSpec:
     out: Path = Path("artifacts/demo")
     retrain: bool = False
     untrained: bool = False  # tiny random-init models: checks the plumbing, not quality
+    # the release key (made there on first use); None: TANDEM_RELEASE_KEY_FILE, else a
+    # development key in `<out>/release`
+    release_key: Path | None = None
 
 
 @dataclass(frozen=True)
 class Models:
+    """Registry kind directories (`<out>/registry/<kind>`, signed versions + `current`)."""
+
     bundle: Path
     device: Path
     value_model: Path | None
     world: WorldConfig
+    public_key: Path | None = None  # the release public key the servers trust
 
 
 def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
@@ -74,12 +83,42 @@ def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
         print(report.row())
     print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}\n", flush=True)
     train_device.run(ranker_dir, spec.out / "device", train_device.DeviceTrainConfig(), exp)
-    if not VALUE_MODEL.exists():
-        print(
-            "\nTraining the request-value model (python -m training.policy.train) ...", flush=True
-        )
-        subprocess.run([sys.executable, "-m", "training.policy.train"], check=True)
-    return Models(ranker_dir / "serving", spec.out / "device", VALUE_MODEL, cfg)
+    value_model = spec.out / VALUE_MODEL
+    if not value_model.exists():
+        print("\nTraining the request-value model (training.policy.train) ...", flush=True)
+        out = str(value_model.parent)
+        subprocess.run([sys.executable, "-m", "training.policy.train", "--out", out], check=True)
+    return Models(ranker_dir / "serving", spec.out / "device", value_model, cfg)
+
+
+def serving_key(spec: ModelSpec) -> tuple[Any, Path]:
+    """The release signer, and its public key copied to `<out>/release.pub`: the one file of
+    the key the serving processes read (the private key never leaves where this job runs)."""
+    from training.release import release_signer
+
+    signer, public_key = release_signer(spec.release_key, spec.out / "release")
+    shared = spec.out / "release.pub"
+    if public_key.resolve() != shared.resolve():
+        shutil.copyfile(public_key, shared)
+    return signer, shared
+
+
+def release_models(trained: Models, spec: ModelSpec) -> Models:
+    """Sign the trained models with the release key and make them current in the registry
+    (`<out>/registry`); a version already there is made current again, not copied twice."""
+    from tandem_core.release import RANKER_BUNDLE, RERANKER
+    from tandem_core.release import VALUE_MODEL as VALUE_KIND
+    from training.release import release_copy, release_value_model
+
+    signer, public_key = serving_key(spec)
+    registry = spec.out / "registry"
+    release_copy(registry / RANKER_BUNDLE, trained.bundle, RANKER_BUNDLE, signer)
+    release_copy(registry / RERANKER, trained.device, RERANKER, signer)
+    value = None
+    if trained.value_model is not None:
+        release_value_model(registry / VALUE_KIND, trained.value_model, signer)
+        value = registry / VALUE_KIND
+    return Models(registry / RANKER_BUNDLE, registry / RERANKER, value, trained.world, public_key)
 
 
 def prepare_models(spec: ModelSpec) -> Models:
@@ -88,21 +127,24 @@ def prepare_models(spec: ModelSpec) -> Models:
     if spec.untrained:
         from training.tiny import write_tiny_artifacts
 
-        dirs = write_tiny_artifacts(spec.out / "tiny", seed=spec.seed)
-        return Models(dirs.bundle, dirs.device, None, replace(SCALES["tiny"], seed=spec.seed))
-    models = Models(spec.out / "ranker" / "serving", spec.out / "device", VALUE_MODEL, cfg)
-    ready = all(p.exists() for p in (models.bundle, models.device, VALUE_MODEL))
+        signer, public_key = serving_key(spec)
+        dirs = write_tiny_artifacts(spec.out / "tiny", seed=spec.seed, signer=signer)
+        tiny = replace(SCALES["tiny"], seed=spec.seed)
+        return Models(dirs.bundle, dirs.device, None, tiny, public_key)
+    value_model = spec.out / VALUE_MODEL
+    models = Models(spec.out / "ranker" / "serving", spec.out / "device", value_model, cfg)
+    ready = all(p.exists() for p in (models.bundle, models.device, value_model))
     if ready and not spec.retrain and _trained_on(models.bundle.parent) == cfg:
         print(f"Reusing the models in {spec.out} (--retrain to train them again)", flush=True)
-        return models
-    return train_models(spec, cfg)
+        return release_models(models, spec)
+    return release_models(train_models(spec, cfg), spec)
 
 
 def _trained_on(ranker_dir: Path) -> WorldConfig | None:
-    from training.ranker.artifacts import read_manifest, world_config
+    from training.ranker.artifacts import read_ranker_manifest, world_config
 
     try:
-        return world_config(read_manifest(ranker_dir))
+        return world_config(read_ranker_manifest(ranker_dir))
     except (OSError, KeyError, ValueError, TypeError):
         return None
 
@@ -115,17 +157,23 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("artifacts/demo"))
     p.add_argument("--retrain", action="store_true", help="train even if models exist")
     p.add_argument("--untrained", action="store_true", help="tiny random-init models (tests)")
+    p.add_argument(
+        "--release-key", type=Path, default=None,
+        help="the release private key (made if missing; default $TANDEM_RELEASE_KEY_FILE, "
+        "else a development key in OUT/release)",
+    )  # fmt: skip
 
 
 def spec_of(a: argparse.Namespace) -> ModelSpec:
-    return ModelSpec(a.scale, a.seed, a.epochs, a.out, a.retrain, a.untrained)
+    return ModelSpec(a.scale, a.seed, a.epochs, a.out, a.retrain, a.untrained, a.release_key)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_spec_arguments(p)
     models = prepare_models(spec_of(p.parse_args(argv)))
-    print(f"models: bundle {models.bundle}, device model {models.device}", flush=True)
+    print(f"models: bundle {models.bundle}, device model {models.device}, value model "
+          f"{models.value_model}, release public key {models.public_key}", flush=True)  # fmt: skip
     return 0
 
 

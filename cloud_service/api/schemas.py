@@ -84,16 +84,24 @@ class EventIn(BaseModel):
     timestamp_ms: int = Field(ge=0)
     position: int = Field(0, ge=0)
     request_id: str = ""
+    # the decision behind the page (exposures); checked with the gRPC fields in validation.py
+    source: Literal["", "cloud", "local"] = ""
+    asked_cloud: bool = False
+    value: float = 0.0
+    threshold: float = 0.0
+    propensity: float = 1.0
 
 
 class EventsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_id: str
     events: list[EventIn]
+    batch_id: str = ""  # a retry with the same id is stored once
 
 
 class EventsOut(BaseModel):
     accepted: int
+    duplicate: bool = False
 
 
 class DeviceModelOut(BaseModel):
@@ -102,6 +110,8 @@ class DeviceModelOut(BaseModel):
     embedding_version: str
     not_modified: bool
     onnx_model: str = Field(description="base64 of the ONNX file; empty when not_modified")
+    kind: str
+    manifest: str = Field(description="the signed manifest (JSON); empty when not_modified")
 
 
 class ErrorOut(BaseModel):

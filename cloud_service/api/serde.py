@@ -53,15 +53,20 @@ def ranked_to_body(r: RankedList) -> RecommendOut:
 
 def events_from_body(body: EventsBody) -> list[Event]:
     return [
-        Event(e.item_id, BY_NAME[e.action], e.timestamp_ms, e.position, e.request_id)
+        Event(
+            e.item_id, BY_NAME[e.action], e.timestamp_ms, e.position, e.request_id,
+            source=e.source, asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold,
+            propensity=e.propensity,
+        )
         for e in body.events
-    ]
+    ]  # fmt: skip
 
 
 def device_model_to_body(reply: DeviceModelReply) -> DeviceModelOut:
     m = reply.model
     return DeviceModelOut(
         version=m.version, sha256=m.sha256, embedding_version=m.embedding_version,
-        not_modified=reply.not_modified,
+        not_modified=reply.not_modified, kind=m.kind,
         onnx_model="" if reply.not_modified else base64.b64encode(m.onnx_model).decode(),
+        manifest="" if reply.not_modified else m.manifest,
     )  # fmt: skip

@@ -35,6 +35,15 @@ log = logging.getLogger("aggregator")
 GROUP = "aggregators"
 
 
+@dataclass(frozen=True)
+class Memory:
+    """A round's input under FedLaAvg, and what the state must remember and forget with it."""
+
+    used: list[ModelUpdate]
+    remember: dict[str, bytes]
+    forget: list[str]
+
+
 @dataclass
 class Aggregator:
     store: FederatedState
@@ -46,8 +55,9 @@ class Aggregator:
     lease_ms: int = 5000
     buffer: dict[str, ModelUpdate] = field(default_factory=dict)  # entry id -> push, decoded
     claimed: bool = False
-    # FedLaAvg's memory, in this process: after a restart it starts empty (plain FedSubAvg
-    # until every device has pushed again); nothing acknowledged is lost, only the reuse.
+    # FedLaAvg's memory: each device's latest update and the version it was applied at. The
+    # state holds it (written with each round); this is its copy, read again on every claim,
+    # so a standby or a restarted aggregator continues it.
     latest: dict[str, ModelUpdate] = field(default_factory=dict)
     last_round: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
@@ -60,7 +70,19 @@ class Aggregator:
         self.store.ensure_group(GROUP)
         self.store.claim_pending(GROUP, self.name)
         self.take(self.store.read(GROUP, self.name, pending=True, block_ms=0))
+        if self.defences.algorithm == "fedlaavg":
+            self.load_latest()
         self.claimed = True
+
+    def load_latest(self) -> None:
+        self.latest, self.last_round = {}, {}
+        for device, (at, payload) in self.store.latest_updates().items():
+            try:
+                self.latest[device] = update_codec.decode(payload)
+            except InvalidUpdate:
+                log.warning("remembered update of %s undecodable; dropped", device)
+                continue
+            self.last_round[device] = at
 
     def take(self, entries: list[StoredPush]) -> None:
         current = self.store.current_round()
@@ -112,16 +134,18 @@ class Aggregator:
             ))  # fmt: skip
         entry_ids = [e for e, _ in pushes]
         if len({u.device_id for u in updates}) >= rnd.quorum:
-            merged = fedlaavg_merge(self.latest, updates)
             fedla = self.defences.algorithm == "fedlaavg"
-            used = list(merged.values()) if fedla else updates
-            ids, delta, dense = aggregate(used, self.dim, self.defences)
-            state = self._apply(rnd, entry_ids, ids, delta, dense)
+            memory = self._memory(version, updates) if fedla else Memory(updates, {}, [])
+            ids, delta, dense = aggregate(memory.used, self.dim, self.defences)
+            state = self._apply(rnd, entry_ids, (ids, delta, dense), memory)
             if state == "applied":
                 self.rounds += 1
                 if fedla:
-                    self.latest = merged
-                    self.last_round.update({u.device_id: self.rounds for u in updates})
+                    self.latest = {u.device_id: u for u in memory.used}
+                    self.last_round = {
+                        d: (version + 1 if d in memory.remember else self.last_round[d])
+                        for d in self.latest
+                    }
         else:
             self.store.finish_round(GROUP, rnd.round_id, entry_ids, "aborted")
             state = "aborted"
@@ -129,16 +153,32 @@ class Aggregator:
         self.buffer.clear()
         return state
 
+    def _memory(self, version: int, fresh: list[ModelUpdate]) -> Memory:
+        """FedLaAvg's set for this round: the fresh updates and every remembered one applied
+        fewer than `latest_max_age` rounds ago (older ones are forgotten: a device away that
+        long would otherwise pull the model back towards where it was)."""
+        kept = {
+            d: u for d, u in self.latest.items()
+            if version - self.last_round.get(d, version) < self.cfg.latest_max_age
+        }  # fmt: skip
+        merged = fedlaavg_merge(kept, fresh)
+        remember = {u.device_id: update_codec.encode(u) for u in fresh}
+        forget = sorted(d for d in self.latest if d not in merged)
+        return Memory(list(merged.values()), remember, forget)
+
     def _apply(
-        self, rnd: RoundInfo, entry_ids: list[str], ids: np.ndarray, delta: np.ndarray,
-        dense: dict[str, np.ndarray],
+        self, rnd: RoundInfo, entry_ids: list[str],
+        result: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]], memory: Memory,
     ) -> str:  # fmt: skip
         """Apply the aggregate, or abandon the round (model unchanged bit for bit) when it, or
         the model it would make, is not finite."""
+        ids, delta, dense = result
         if is_finite(delta, dense):
             try:
-                rid = rnd.round_id
-                self.store.finish_round(GROUP, rid, entry_ids, "applied", ids, delta, dense)
+                self.store.finish_round(
+                    GROUP, rnd.round_id, entry_ids, "applied", ids, delta, dense,
+                    remember=memory.remember, forget=memory.forget,
+                )  # fmt: skip
                 return "applied"
             except NonFiniteModel:
                 pass

@@ -20,6 +20,7 @@ class RoundConfig:
     max_samples: int = 10_000  # num_samples one push may claim
     max_row_norm: float = 10.0  # hard L2 bound of one row delta (0 = none)
     max_update_norm: float = 100.0  # hard L2 bound of a whole update (0 = none)
+    latest_max_age: int = 5  # FedLaAvg: a remembered update is reused in at most this many rounds
 
     @property
     def quorum(self) -> int:

@@ -1,1 +1,2 @@
-"""Model registry: the ranker's serving bundle and the on-device ONNX models, verified by sha256."""
+"""Model registry: the ranker's serving bundle (hot-swapped) and the on-device ONNX models, signed
+by the release key and verified (signature, kind, confined paths, sha256) before they serve."""

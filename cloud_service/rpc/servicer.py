@@ -75,10 +75,11 @@ class TandemServicer(pb_grpc.TandemServicer):
         self, request: pb.ReportEventsRequest, context: grpc.ServicerContext
     ) -> pb.ReportEventsResponse:
         def call() -> pb.ReportEventsResponse:
-            n = self.s.events.report(
-                request.device_id, events_from_proto(request), token_of(context)
-            )
-            return pb.ReportEventsResponse(accepted=n)
+            receipt = self.s.events.report(
+                request.device_id, events_from_proto(request), token_of(context),
+                batch_id=request.batch_id,
+            )  # fmt: skip
+            return pb.ReportEventsResponse(accepted=receipt.accepted, duplicate=receipt.duplicate)
 
         return handle("ReportEvents", context, call)
 
@@ -87,13 +88,14 @@ class TandemServicer(pb_grpc.TandemServicer):
     ) -> pb.DeviceModelResponse:
         def call() -> pb.DeviceModelResponse:
             reply = self.s.device_models.get(
-                request.device_id, request.current_version, token_of(context)
+                request.device_id, request.current_version, token_of(context), request.kind
             )
             m = reply.model
             return pb.DeviceModelResponse(
                 version=m.version, sha256=m.sha256, embedding_version=m.embedding_version,
                 onnx_model=b"" if reply.not_modified else m.onnx_model,
-                not_modified=reply.not_modified,
+                not_modified=reply.not_modified, kind=m.kind,
+                manifest="" if reply.not_modified else m.manifest,
             )  # fmt: skip
 
         return handle("GetDeviceModel", context, call)

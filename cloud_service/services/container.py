@@ -20,6 +20,12 @@ class Pingable(Protocol):
     def ping(self) -> bool: ...
 
 
+class Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Readiness:
     """Ready = models loaded and not shutting down; Redis down makes it `degraded`, not unready:
@@ -46,6 +52,7 @@ class CloudServices:
     readiness: Readiness
     auth: DeviceAuth
     federated: FederatedService | None = None  # None while Redis was down at start-up
+    bundle_watch: Startable | None = None  # follows the ranker bundle's `current` (hot swap)
 
     def require_federated(self) -> FederatedService:
         """The parameter server, or UNAVAILABLE when this replica started without Redis."""

@@ -1,12 +1,14 @@
-"""GetDeviceModel: the current on-device ONNX model, or not_modified when the device has it."""
+"""GetDeviceModel: the current on-device model of a kind, or not_modified when the device has it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cloud_service.auth import DeviceAuth
-from cloud_service.errors import NotFound
+from cloud_service.errors import InvalidArgument, NotFound
 from cloud_service.registry.device_models import DeviceModel, DeviceModelRegistry
+from tandem_core.release import DEVICE_KINDS, RERANKER
 
 
 @dataclass(frozen=True)
@@ -16,12 +18,18 @@ class DeviceModelReply:
 
 
 class DeviceModelService:
-    def __init__(self, auth: DeviceAuth, registry: DeviceModelRegistry) -> None:
-        self.auth, self.registry = auth, registry
+    def __init__(self, auth: DeviceAuth, registries: Mapping[str, DeviceModelRegistry]) -> None:
+        self.auth, self.registries = auth, dict(registries)
 
-    def get(self, device_id: str, current_version: str, token: str | None) -> DeviceModelReply:
+    def get(
+        self, device_id: str, current_version: str, token: str | None, kind: str = ""
+    ) -> DeviceModelReply:
         self.auth.verify(device_id, token)
-        model = self.registry.current()
+        kind = kind or RERANKER  # devices that name no kind ask for the re-ranker
+        if kind not in DEVICE_KINDS:
+            raise InvalidArgument(f"unknown device model kind {kind!r} (one of {DEVICE_KINDS})")
+        registry = self.registries.get(kind)
+        model = registry.current() if registry is not None else None
         if model is None:
-            raise NotFound("no device model has been published yet")
+            raise NotFound(f"no {kind} has been published yet")
         return DeviceModelReply(model, not_modified=current_version == model.version)

@@ -70,7 +70,9 @@ class RecommendService:
 
     def recommend(self, q: RecommendQuery, token: str | None) -> RankedList:
         self.auth.verify(q.device_id, token)
-        bundle = self.recommender.bundle
+        # one reference for the whole call: a hot swap never mixes two bundles in one answer
+        recommender = self.recommender
+        bundle = recommender.bundle
         lim = self.limits
         limits = {"recent": lim.max_recent, "exclude": lim.max_exclude}
         check_query(q, bundle.n_items, bundle.dim, lim.max_k, limits)
@@ -88,9 +90,9 @@ class RecommendService:
         if interest is None and session.interest_version == bundle.embedding_version:
             interest = session.interest
         if len(clicked) == 0 and interest is None:
-            scored = self.recommender.popular(exclude, q.k)
+            scored = recommender.popular(exclude, q.k)
         else:
-            scored = self.recommender.recommend(clicked, exclude, interest, q.k)
+            scored = recommender.recommend(clicked, exclude, interest, q.k)
         if not degraded:
             session.recent = recent
             # what was sent is read only to exclude it: off, the session carries none of it

@@ -20,8 +20,9 @@ class SessionStore(Protocol):
 
 
 class EventLog(Protocol):
-    def append(self, device_id: str, events: Sequence[Event]) -> list[str]:
-        """Append all events or none; return their entry ids once stored."""
+    def append(self, device_id: str, events: Sequence[Event], batch_id: str = "") -> list[str]:
+        """Append all events or none; return their entry ids once stored. A non-empty batch id
+        the device has already stored appends nothing and returns [] (a batch is never empty)."""
 
     def read(self, count: int) -> list[tuple[str, dict[str, str]]]:
         """The oldest `count` entries (for training jobs and tests)."""

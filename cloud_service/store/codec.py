@@ -1,4 +1,5 @@
-"""Session <-> bytes for the session store (compact JSON; the interest vector as float32 bytes)."""
+"""Session <-> bytes for the session store (compact JSON; the interest vector as float32 bytes),
+and an event <-> the fields of its stream entry (the layout training/event_logs.py reads)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 
 import numpy as np
 
-from cloud_service.domain import Action, Behavior, Session
+from cloud_service.domain import Action, Behavior, Event, Session
+from protos.actions import NAMES
 
 
 def encode_session(s: Session) -> bytes:
@@ -33,3 +35,21 @@ def decode_session(data: bytes) -> Session:
         interest=interest,
         interest_version=str(doc.get("v", "")),
     )
+
+
+# Every entry of the event stream has exactly these fields (strings); actions are domain codes.
+STREAM_FIELDS = (
+    "device", "batch", "item", "action", "ts", "position", "request",
+    "source", "asked", "value", "threshold", "propensity",
+)  # fmt: skip
+
+
+def stream_fields(device_id: str, e: Event, batch_id: str) -> dict[str, str]:
+    fields = {
+        "device": device_id, "batch": batch_id, "item": str(e.item_id),
+        "action": NAMES[e.action], "ts": str(e.timestamp_ms), "position": str(e.position),
+        "request": e.request_id, "source": e.source, "asked": str(int(e.asked_cloud)),
+        "value": format(e.value, ".7g"), "threshold": format(e.threshold, ".7g"),
+        "propensity": format(e.propensity, ".7g"),
+    }  # fmt: skip
+    return fields

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -48,6 +48,7 @@ class MemoryFederatedState:
         self._devices: set[str] = set()
         self._round: RoundInfo | None = None
         self._pushed: dict[str, str] = {}  # device -> update id, in the current round
+        self._latest: dict[str, tuple[int, bytes]] = {}  # FedLaAvg: device -> (version, update)
         self._seen: dict[str, str] = {}  # update id -> entry id of its first push
         self._seen_until_ms = 0.0
         self._stream: dict[str, StoredPush] = {}  # in entry id order
@@ -187,6 +188,7 @@ class MemoryFederatedState:
         self, group: str, round_id: str, entry_ids: list[str], state: str,
         row_ids: np.ndarray | None = None, row_delta: np.ndarray | None = None,
         dense_delta: dict[str, np.ndarray] | None = None,
+        remember: Mapping[str, bytes] | None = None, forget: Sequence[str] = (),
     ) -> int:  # fmt: skip
         apply = state == "applied" and row_ids is not None and row_delta is not None
         with self._lock:
@@ -201,6 +203,9 @@ class MemoryFederatedState:
                 self._dense.update(dense)
                 version += 1
                 self._version = version
+                for device in forget:
+                    self._latest.pop(device, None)
+                self._latest.update({d: (version, bytes(p)) for d, p in (remember or {}).items()})
             self._round = replace(rnd, state=state)
             self._drop(group, entry_ids)
             return version
@@ -214,6 +219,10 @@ class MemoryFederatedState:
             rows[item] = applied(base, delta)
         dense = {name: applied(self._dense[name], delta) for name, delta in dense_delta.items()}
         return rows, dense
+
+    def latest_updates(self) -> dict[str, tuple[int, bytes]]:
+        with self._lock:
+            return dict(self._latest)
 
     # --- the aggregator lease ---------------------------------------------------------------
     def hold_lease(self, name: str, lease_ms: int) -> bool:

@@ -8,7 +8,7 @@ Redis Cluster, at the price of keeping the federated model in one slot (fine to 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,7 @@ class FederatedStore:
         self.k_shapes, self.k_round, self.k_devices = f"{k}:shapes", f"{k}:round", f"{k}:devices"
         self.k_selected, self.k_seen, self.k_updates = f"{k}:selected", f"{k}:seen", f"{k}:updates"
         self.k_leader, self.k_pushed = f"{k}:round:leader", f"{k}:round:pushed"
+        self.k_latest, self.k_latest_at = f"{k}:latest", f"{k}:latest:version"
         self.push_script = client.register_script(PUSH)
         self.lease_script = client.register_script(LEASE)
 
@@ -229,8 +230,10 @@ class FederatedStore:
         self, group: str, round_id: str, entry_ids: list[str], state: str,
         row_ids: np.ndarray | None = None, row_delta: np.ndarray | None = None,
         dense_delta: dict[str, np.ndarray] | None = None,
+        remember: Mapping[str, bytes] | None = None, forget: Sequence[str] = (),
     ) -> int:  # fmt: skip
-        """Apply (state 'applied') or drop ('aborted') a round and ack its entries, atomically.
+        """Apply (state 'applied') or drop ('aborted') a round and ack its entries, atomically
+        (with FedLaAvg's memory: `remember` stored at the new version, `forget` dropped).
 
         Optimistic: WATCH the version, so a second aggregator racing on the same round fails
         here (RoundNotCurrent) and re-reads instead of applying twice. Returns the version."""
@@ -263,6 +266,12 @@ class FederatedStore:
                     pipe.hset(self.k_dense, mapping=new_dense)
                 pipe.incr(self.k_version)
                 version += 1
+                if forget:
+                    pipe.hdel(self.k_latest, *forget)
+                    pipe.hdel(self.k_latest_at, *forget)
+                if remember:
+                    pipe.hset(self.k_latest, mapping=dict(remember))  # type: ignore[arg-type]
+                    pipe.hset(self.k_latest_at, mapping=dict.fromkeys(remember, version))
             pipe.hset(self.k_round, "state", state)
             if entry_ids:
                 pipe.xack(self.k_updates, group, *entry_ids)
@@ -289,6 +298,14 @@ class FederatedStore:
             base = np.frombuffer(dense_now[name.encode()], dtype="<f4").reshape(shape)
             dense[name] = applied(base, delta).astype("<f4").tobytes()
         return rows, dense
+
+    def latest_updates(self) -> dict[str, tuple[int, bytes]]:
+        with self.breaker.guard():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.k_latest)
+            pipe.hgetall(self.k_latest_at)
+            payloads, versions = pipe.execute()
+        return {d.decode(): (int(versions[d]), p) for d, p in payloads.items() if d in versions}
 
     def ack(self, group: str, entry_ids: list[str]) -> None:
         """Drop entries that belong to no current round (late arrivals of a finished round)."""

@@ -7,7 +7,7 @@ The parameter server (`FederatedService`) and the aggregator see only this proto
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,11 +122,20 @@ class FederatedState(Protocol):
         self, group: str, round_id: str, entry_ids: list[str], state: str,
         row_ids: np.ndarray | None = None, row_delta: np.ndarray | None = None,
         dense_delta: dict[str, np.ndarray] | None = None,
+        remember: Mapping[str, bytes] | None = None, forget: Sequence[str] = (),
     ) -> int:  # fmt: skip
         """Apply (state 'applied': rows += row_delta, layers += dense_delta, version + 1) or drop
         ('aborted') the round, set its state and ack its entries, all at once; returns the
-        version. Raises RoundNotCurrent when `round_id` is not (or no longer) the round, and
-        NonFiniteModel (changing nothing) when a new weight would not be a finite float32."""
+        version. When applied, FedLaAvg's memory changes in the same step: each `remember`
+        device's latest update (encoded) is stored with the new version, `forget` devices' are
+        dropped; an aborted round leaves the memory as it was. Raises RoundNotCurrent when
+        `round_id` is not (or no longer) the round, and NonFiniteModel (changing nothing) when a
+        new weight would not be a finite float32."""
+        ...
+
+    def latest_updates(self) -> dict[str, tuple[int, bytes]]:
+        """FedLaAvg's memory: device -> (the version its latest update was applied at, the
+        encoded update). Kept in the state so another aggregator continues it."""
         ...
 
     # --- the aggregator lease ---------------------------------------------------------------

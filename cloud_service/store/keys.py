@@ -18,3 +18,7 @@ class Keys:
 
     def events(self) -> str:
         return f"{self.prefix}:{{events}}"
+
+    def event_batch(self, device_id: str, batch_id: str) -> str:
+        """Claim of a stored batch; in the stream's slot, so the append script may touch both."""
+        return f"{self.prefix}:{{events}}:batch:{device_id}:{batch_id}"

@@ -6,10 +6,11 @@ import copy
 import itertools
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
 from cloud_service.domain import BudgetDecision, Event, Session
+from cloud_service.store.codec import stream_fields
 
 
 class MemorySessions:
@@ -29,20 +30,27 @@ class MemorySessions:
 
 
 class MemoryEventLog:
-    def __init__(self, maxlen: int) -> None:
+    """The Redis stream's semantics in one process: bounded, all or none, a batch id once."""
+
+    def __init__(self, maxlen: int, max_batches: int = 100_000) -> None:
         self._entries: deque[tuple[str, dict[str, str]]] = deque(maxlen=maxlen)
+        self._batches: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.max_batches = max_batches  # claims kept (Redis keeps them for a TTL instead)
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
-    def append(self, device_id: str, events: Sequence[Event]) -> list[str]:
+    def append(self, device_id: str, events: Sequence[Event], batch_id: str = "") -> list[str]:
         with self._lock:
+            if batch_id:
+                if (device_id, batch_id) in self._batches:
+                    return []
+                self._batches[(device_id, batch_id)] = None
+                if len(self._batches) > self.max_batches:
+                    self._batches.popitem(last=False)
             ids = []
             for e in events:
                 eid = f"{int(time.time() * 1000)}-{next(self._seq)}"
-                self._entries.append((eid, {
-                    "device": device_id, "item": str(e.item_id), "action": str(int(e.action)),
-                    "ts": str(e.timestamp_ms), "position": str(e.position), "request": e.request_id,
-                }))  # fmt: skip
+                self._entries.append((eid, stream_fields(device_id, e, batch_id)))
                 ids.append(eid)
             return ids
 

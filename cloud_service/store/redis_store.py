@@ -12,7 +12,7 @@ from redis.retry import Retry
 from cloud_service.domain import BudgetDecision, Event, Session
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker
-from cloud_service.store.codec import decode_session, encode_session
+from cloud_service.store.codec import STREAM_FIELDS, decode_session, encode_session, stream_fields
 from cloud_service.store.keys import Keys
 
 # Token bucket (Redis server clock, so replicas need no clock agreement). Numbers are returned
@@ -82,23 +82,40 @@ class RedisSessions:
             )
 
 
+# One batch: claim (device, batch id) with SET NX and append every event, in one script, so a
+# retried batch is stored once and a stored batch always has its claim (atomic, same slot).
+APPEND_BATCH = """
+if ARGV[1] ~= '' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  return {}
+end
+local width = tonumber(ARGV[4]) * 2
+local ids = {}
+for i = 5, #ARGV, width do
+  local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*'}
+  for j = i, i + width - 1 do args[#args + 1] = ARGV[j] end
+  ids[#ids + 1] = redis.call(unpack(args))
+end
+return ids
+"""
+
+
 class RedisEventLog:
-    """A bounded Redis Stream; a batch is appended in one MULTI/EXEC, so all or none."""
+    """A bounded Redis Stream; a batch is appended by one Lua script, so all or none, and a
+    batch id already stored for the device is not appended again."""
 
-    def __init__(self, store: RedisStore, maxlen: int) -> None:
-        self.store, self.maxlen = store, maxlen
+    def __init__(self, store: RedisStore, maxlen: int, dedup_ttl_s: int = 86_400) -> None:
+        self.store, self.maxlen, self.dedup_ttl_s = store, maxlen, dedup_ttl_s
+        self.script = store.client.register_script(APPEND_BATCH)
 
-    def append(self, device_id: str, events: Sequence[Event]) -> list[str]:
-        key = self.store.keys.events()
+    def append(self, device_id: str, events: Sequence[Event], batch_id: str = "") -> list[str]:
+        keys = self.store.keys
+        args: list[Any] = [batch_id, self.dedup_ttl_s, self.maxlen, len(STREAM_FIELDS)]
+        for e in events:
+            for name, value in stream_fields(device_id, e, batch_id).items():
+                args += [name, value]
         with self.store.breaker.guard():
-            pipe = self.store.client.pipeline(transaction=True)
-            for e in events:
-                fields: dict[Any, Any] = {
-                    "device": device_id, "item": e.item_id, "action": int(e.action),
-                    "ts": e.timestamp_ms, "position": e.position, "request": e.request_id,
-                }  # fmt: skip
-                pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
-            ids = pipe.execute()
+            ids: Any = self.script(keys=[keys.events(), keys.event_batch(device_id, batch_id)],
+                                   args=args)  # fmt: skip
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     def read(self, count: int) -> list[tuple[str, dict[str, str]]]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from tandem_core.artifacts import sha256_bytes
 from tandem_core.onnx_session import cpu_session
 
 INPUTS = ("behavior", "behavior_action", "candidates", "cloud_score")
@@ -19,23 +19,31 @@ class ModelIntegrityError(RuntimeError):
 class OnnxReranker:
     """An ONNX Runtime session for the device re-ranker; one intra-op thread by default."""
 
-    def __init__(self, model_bytes: bytes, version: str, threads: int = 1) -> None:
+    def __init__(
+        self, model_bytes: bytes, version: str, threads: int = 1, embedding_version: str = ""
+    ) -> None:
         self.session = cpu_session(model_bytes, threads)
         self.version = version
+        self.embedding_version = embedding_version  # the rows it was trained on ("" = unknown)
         names = tuple(i.name for i in self.session.get_inputs())
         if names != INPUTS:
             raise ModelIntegrityError(f"unexpected model inputs {names}, expected {INPUTS}")
 
     @classmethod
     def from_bytes(
-        cls, model_bytes: bytes, expected_sha256: str, version: str, threads: int = 1
+        cls,
+        model_bytes: bytes,
+        expected_sha256: str,
+        version: str,
+        threads: int = 1,
+        embedding_version: str = "",
     ) -> OnnxReranker:
-        digest = hashlib.sha256(model_bytes).hexdigest()
+        digest = sha256_bytes(model_bytes)
         if digest != expected_sha256:
             raise ModelIntegrityError(
                 f"model {version}: sha256 {digest[:12]}… does not match {expected_sha256[:12]}…"
             )
-        return cls(model_bytes, version, threads)
+        return cls(model_bytes, version, threads, embedding_version)
 
     @classmethod
     def from_file(

@@ -12,6 +12,7 @@ from device_agent.inference.reranker import OnnxReranker
 from device_agent.policy.features import SessionView
 from device_agent.policy.pacing import Allowance
 from protos.actions import Action
+from tandem_core.behavior import behavior_inputs
 
 SHOWN_KEPT = 400  # items already shown, excluded from the next cloud request
 
@@ -24,11 +25,20 @@ class Pool:
     categories: np.ndarray
     cloud_logit: np.ndarray
     rows: np.ndarray
+    embedding_version: str = ""  # of `rows` (the cloud list's); "" = unknown
+    request_id: str = ""  # the cloud response the pool came from
 
     @staticmethod
     def empty(dim: int = 0) -> Pool:
         z = np.empty(0, dtype=np.float32)
         return Pool(np.empty(0, np.int64), np.empty(0, np.int64), z, np.empty((0, dim), np.float32))
+
+    def subset(self, index: np.ndarray) -> Pool:
+        """The items at `index` (positions or a mask), with the list's versions."""
+        return Pool(
+            self.items[index], self.categories[index], self.cloud_logit[index], self.rows[index],
+            self.embedding_version, self.request_id,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
@@ -36,9 +46,19 @@ class Pool:
     def without(self, taken: np.ndarray) -> Pool:
         keep = np.ones(len(self), dtype=bool)
         keep[taken] = False
-        return Pool(
-            self.items[keep], self.categories[keep], self.cloud_logit[keep], self.rows[keep]
-        )
+        return self.subset(keep)
+
+
+@dataclass(frozen=True)
+class PageDecision:
+    """Why the last page looked as it did: logged with the events of its items."""
+
+    source: str  # cloud | local
+    asked_cloud: bool
+    value: float
+    threshold: float
+    propensity: float  # of the decision taken; 1.0 while the policy does not randomise
+    request_id: str
 
 
 @dataclass
@@ -49,11 +69,13 @@ class DeviceSession:
     behavior_len: int
     pool: Pool = field(default_factory=Pool.empty)
     order: np.ndarray | None = None  # re-rank order of the pool; None = stale
+    order_by: OnnxReranker | None = None  # the model `order` came from
     behavior: deque[tuple[int, int, int]] = field(init=False)  # (item, action code, ts ms)
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # embedding rows of known items
     shown: deque[int] = field(init=False)
     page: list[tuple[int, int]] = field(default_factory=list)  # (item, category) last served
     page_clicks: set[int] = field(default_factory=set)
+    page_decision: PageDecision | None = None
     had_cloud_list: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     steps: int = 0
@@ -65,6 +87,8 @@ class DeviceSession:
 
     def set_pool(self, pool: Pool) -> None:
         """A fresh list from the cloud replaces the cache (EdgeRec: the pool is the unit)."""
+        if pool.embedding_version != self.pool.embedding_version:
+            self.rows = {}  # rows of another embedding space cannot be mixed with the new ones
         self.pool, self.order, self.had_cloud_list = pool, None, True
         self.rows = {i: self.rows[i] for i, *_ in self.behavior if i in self.rows}
         for item, row in zip(pool.items.tolist(), pool.rows, strict=True):
@@ -87,33 +111,35 @@ class DeviceSession:
         self.view.pool_cats = self.pool.categories.copy()
         self.page, self.page_clicks = [], set()
 
-    def rerank(self, model: OnnxReranker | None) -> np.ndarray:
-        """Order of the pool: the device model over behaviour + rows, else the cloud's order."""
-        if self.order is not None and len(self.order) == len(self.pool):
-            return self.order
-        if model is None or len(self.pool) < 2 or not self.behavior:
-            self.order = np.arange(len(self.pool))
-            return self.order
-        dim = self.pool.rows.shape[1]
+    def reranker_inputs(self) -> tuple[np.ndarray, ...] | None:
+        """The ONNX feeds for the pool: the behaviour window padded as in training
+        (tandem_core.behavior), the candidates' rows and the cloud's logits; None = no events."""
         events = [(i, a) for i, a, _ in self.behavior if i in self.rows]
         if not events:
+            return None
+        dim = self.pool.rows.shape[1]
+        table = np.stack([self.rows[i][:dim] for i, _ in events])
+        behavior, actions = behavior_inputs(
+            table, np.arange(len(events)), [a for _, a in events], self.behavior_len
+        )
+        return behavior, actions, self.pool.rows[None, :, :], self.pool.cloud_logit[None, :]
+
+    def rerank(self, model: OnnxReranker | None) -> np.ndarray:
+        """Order of the pool: the device model over behaviour + rows, else the cloud's order."""
+        if self.order is not None and self.order_by is model and len(self.order) == len(self.pool):
+            return self.order  # cached for this model only: a swap or a refused model re-ranks
+        self.order_by = model
+        inputs = None if model is None or len(self.pool) < 2 else self.reranker_inputs()
+        if model is None or inputs is None:
             self.order = np.arange(len(self.pool))
             return self.order
-        behavior = np.stack([self.rows[i] for i, _ in events])[None, :, :dim]
-        actions = np.zeros((1, len(events), 3), dtype=np.float32)
-        actions[0, np.arange(len(events)), [a for _, a in events]] = 1.0
-        scores = model.score(
-            behavior, actions, self.pool.rows[None, :, :], self.pool.cloud_logit[None, :]
-        )[0]
+        scores = model.score(*inputs)[0]
         self.order = np.argsort(-scores, kind="stable")
         return self.order
 
     def take_page(self, k: int, model: OnnxReranker | None) -> Pool:
         order = self.rerank(model)[:k]
-        page = Pool(
-            self.pool.items[order], self.pool.categories[order],
-            self.pool.cloud_logit[order], self.pool.rows[order],
-        )  # fmt: skip
+        page = self.pool.subset(order)
         self.pool, self.order = self.pool.without(order), None
         self.page = list(zip(page.items.tolist(), page.categories.tolist(), strict=True))
         self.shown.extend(page.items.tolist())

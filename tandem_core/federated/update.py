@@ -135,7 +135,7 @@ def check_norms(u: ModelUpdate, limits: UpdateLimits) -> None:
     arrays = [u.row_deltas, *u.dense_deltas.values()]
     if not all(np.isfinite(a).all() for a in arrays):
         raise InvalidUpdate("deltas contain NaN or infinite values")
-    rows = u.row_deltas.astype(np.float64).reshape(len(u.item_ids), -1)
+    rows = u.row_deltas.astype(np.float64).reshape(len(u.item_ids), limits.dim)
     row_sq = np.sum(rows**2, axis=1)
     total = float(row_sq.sum()) + sum(float(np.sum(d.astype(np.float64) ** 2)) for d in arrays[1:])
     if limits.max_row_norm > 0 and len(row_sq) and row_sq.max() > limits.max_row_norm**2:

@@ -30,9 +30,11 @@ def test_agent_survives_a_dead_cloud_and_uses_it_again_after_restart(
         "CLOUD_REDIS_URL": redis_url, "CLOUD_GRPC_PORT": str(grpc_port), "CLOUD_HTTP_PORT": "0",
         "CLOUD_BUNDLE_DIR": str(tiny_artifacts.bundle), "CLOUD_AUTH_SECRET": SECRET,
         "CLOUD_DEVICE_MODEL_DIR": str(tiny_artifacts.device),
+        "CLOUD_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
     }  # fmt: skip
     agent_env = {
         "DEVICE_CLOUD_TARGET": f"127.0.0.1:{grpc_port}", "DEVICE_HTTP_PORT": "0",
+        "DEVICE_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
         "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_REQUEST_BUDGET": "1.0",
         "DEVICE_PACER_BURST": "1000", "DEVICE_CLOUD_DEADLINE_MS": "150",
     }  # fmt: skip

@@ -27,6 +27,7 @@ def test_cloud_process_serves_and_shuts_down_cleanly_on_sigterm(
         **os.environ, "CLOUD_REDIS_URL": redis_url, "CLOUD_GRPC_PORT": "0", "CLOUD_HTTP_PORT": "0",
         "CLOUD_BUNDLE_DIR": str(tiny_artifacts.bundle),
         "CLOUD_DEVICE_MODEL_DIR": str(tiny_artifacts.device),
+        "CLOUD_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
         "CLOUD_PORTS_FILE": str(ports_file), "CLOUD_AUTH_SECRET": "e2e-secret-0123456789",
         "CLOUD_SHUTDOWN_GRACE_S": "1",
     }  # fmt: skip

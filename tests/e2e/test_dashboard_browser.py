@@ -39,11 +39,13 @@ def test_dashboard_shows_live_numbers_without_reload(
         "CLOUD_REDIS_URL": redis_url, "CLOUD_GRPC_PORT": str(grpc_port), "CLOUD_HTTP_PORT": "0",
         "CLOUD_BUNDLE_DIR": str(tiny_artifacts.bundle), "CLOUD_AUTH_SECRET": SECRET,
         "CLOUD_DEVICE_MODEL_DIR": str(tiny_artifacts.device),
+        "CLOUD_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
         "CLOUD_BUDGET_RATE": "0.01", "CLOUD_BUDGET_BURST": "6",  # 6 calls, then 429s
         "CLOUD_DASHBOARD_AGENTS": json.dumps([agent_url, f"http://127.0.0.1:{dead_port}"]),
     }  # fmt: skip
     agent_env = {
         "DEVICE_CLOUD_TARGET": f"127.0.0.1:{grpc_port}", "DEVICE_HTTP_PORT": str(agent_port),
+        "DEVICE_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
         "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_REQUEST_BUDGET": "0",
         "DEVICE_INITIAL_THRESHOLD": "1e9",  # asks the cloud for its first list only
     }  # fmt: skip

@@ -39,7 +39,8 @@ def cloud_settings(artifacts: ArtifactDirs, redis_url: str, **overrides: Any) ->
     """Overrides are named like the variables: `budget_rate` for CLOUD_BUDGET_RATE."""
     base: dict[str, Any] = {
         "redis_url": redis_url, "bundle_dir": artifacts.bundle,
-        "device_model_dir": artifacts.device, "grpc_port": 0, "http_port": 0,
+        "device_model_dir": artifacts.device,
+        "release_public_key_file": artifacts.public_key, "grpc_port": 0, "http_port": 0,
         "redis_socket_timeout_s": 0.2, "redis_open_circuit_s": 0.3, "shutdown_grace_s": 0.5,
         "budget_rate": 10_000.0, "budget_burst": 10_000.0,
     }  # fmt: skip
@@ -70,14 +71,15 @@ def start_cloud(tiny_artifacts: ArtifactDirs, redis_url: str) -> Iterator[StartC
 
 
 @pytest.fixture()
-def start_agent() -> Iterator[Any]:
+def start_agent(tiny_artifacts: ArtifactDirs) -> Iterator[Any]:
     started: list[AgentServer] = []
 
     def start(cloud_port: int, **overrides: Any) -> tuple[str, AgentServer]:
         """Overrides are named like the variables: `request_budget` for DEVICE_REQUEST_BUDGET."""
         settings = from_variables(
             DeviceSettings, "DEVICE_", cloud_target=f"127.0.0.1:{cloud_port}", http_port=0,
-            cloud_deadline_ms=500, **overrides,
+            cloud_deadline_ms=500,
+            **{"release_public_key_file": tiny_artifacts.public_key, **overrides},
         )  # fmt: skip
         server = AgentServer(build_agent(settings), settings.agent.host, 0)
         server.start()

@@ -13,7 +13,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cloud_service.store.keys import Keys
-from protos.actions import Action
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from protos.vectors import vector_from_proto, vector_to_proto
@@ -239,7 +238,7 @@ def test_events_go_to_the_bounded_stream(start_cloud: StartCloud, redis_url: str
     assert 10 <= length < 200  # MAXLEN ~ trims by whole macro-nodes, never below the bound
     last = client.xrevrange(Keys().events(), count=1)[0][1]
     assert last[b"device"] == b"e1" and last[b"item"] == b"199"
-    assert last[b"action"] == b"%d" % Action.CLICK  # the domain code (protos/actions.py)
+    assert last[b"action"] == b"click"  # the action's name (protos/actions.py)
 
 
 def test_interest_vector_is_used_and_validated(start_cloud: StartCloud) -> None:

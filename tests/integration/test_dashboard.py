@@ -14,9 +14,15 @@ from cloud_service.api.dashboard import DashboardStats
 from cloud_service.services.container import CloudServices
 from device_agent.build import build_agent
 from device_agent.server import AgentServer
-from device_agent.settings import CloudLinkSettings, DeviceSettings, PacingSettings
+from device_agent.settings import (
+    CloudLinkSettings,
+    DeviceSettings,
+    ModelSettings,
+    PacingSettings,
+)
 from localrun.redis_server import free_port
 from tests.integration.conftest import StartCloud
+from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +83,7 @@ def test_stats_count_calls_budget_decisions_and_latency(start_cloud: StartCloud)
 
 
 def test_agents_are_summed_and_dead_ones_shown_without_failing(
-    start_cloud: StartCloud, black_hole: str
+    start_cloud: StartCloud, black_hole: str, tiny_artifacts: ArtifactDirs
 ) -> None:
     agent_port, dead = free_port(), f"http://127.0.0.1:{free_port()}"
     live = f"http://127.0.0.1:{agent_port}"
@@ -87,6 +93,7 @@ def test_agents_are_summed_and_dead_ones_shown_without_failing(
     settings = DeviceSettings(
         cloud=CloudLinkSettings(target=f"127.0.0.1:{server.grpc_port}", deadline_ms=500),
         pacing=PacingSettings(request_budget=0.0, initial_threshold=1e9),  # never asks again
+        models=ModelSettings(release_public_key_file=tiny_artifacts.public_key),
     )
     agent = AgentServer(build_agent(settings), settings.agent.host, agent_port)
     agent.start()

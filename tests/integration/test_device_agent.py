@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tandem_core.release import resolve
+from tandem_core.signing import Signer
 from tests.integration.conftest import StartCloud
+from training.tiny import release_tiny_reranker
 
 pytestmark = pytest.mark.integration
 SECRET = "dev-only-secret-change-me"  # the default of both settings
@@ -47,7 +50,8 @@ def test_agent_serves_pages_from_its_pool_and_asks_the_cloud_first(
     assert pages[1]["model_version"].startswith("edgerec-")  # the registry's model re-ranks
     status = httpx.get(f"{url}/v1/status").json()
     assert status["steps"] == 6 and status["cloud_requests"] == 0
-    assert status["reranker_version"] == services.device_models.registry.current().version
+    served = services.device_models.registries["reranker"].current()
+    assert served is not None and status["reranker_version"] == served.version
 
 
 def test_budget_paces_cloud_requests(start_cloud: StartCloud, start_agent: Any) -> None:
@@ -102,29 +106,25 @@ def test_bad_app_input_is_refused(start_cloud: StartCloud, start_agent: Any) -> 
 def test_new_model_is_swapped_in_and_a_tampered_one_refused(
     start_cloud: StartCloud, start_agent: Any, tiny_artifacts: Any, tmp_path: Path
 ) -> None:
-    device_dir = tmp_path / "device"
+    device_dir = tmp_path / "reranker"
     shutil.copytree(tiny_artifacts.device, device_dir)
     cloud, services = start_cloud(device_model_dir=device_dir)
     url, agent = start_agent(cloud.grpc_port, model_poll_s=3600)
     first = agent.agent.reranker.version
-    manifest = json.loads((device_dir / "manifest.json").read_text())
+    version_dir = resolve(device_dir)
+    manifest = json.loads((version_dir / "manifest.json").read_text())
     # a tampered copy on the agent's side: refused, the old model keeps serving
-    data = (device_dir / manifest["file"]).read_bytes()
-    assert not agent.agent.reranker.install(data + b"x", manifest["sha256"], "evil")
+    data = (version_dir / manifest["file"]).read_bytes()
+    digest = manifest["sha256"][manifest["file"]]
+    assert not agent.agent.reranker.install(data + b"x", digest, "evil")
     assert agent.agent.reranker.version == first
-    # a new version in the registry: fetched, verified, swapped while requests flow
-    onnx = device_dir / "v2.onnx"
-    onnx.write_bytes(data)
-    import hashlib
-
-    manifest |= {
-        "file": "v2.onnx",
-        "version": "edgerec-v2",
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    (device_dir / "manifest.json").write_text(json.dumps(manifest))
+    # a new signed version made current in the registry: fetched, verified, swapped
+    signer = Signer.from_file(tiny_artifacts.private_key)
+    v2 = release_tiny_reranker(
+        device_dir, signer, tiny_artifacts.embedding_version, tiny_artifacts.dim, seed=7
+    )
     feed(url, "phone-5", steps=2)
     assert agent.agent.reranker.refresh(agent.agent.cloud, "agent-0", timeout_s=5)
     page = httpx.post(f"{url}/v1/recommend", json={"device_id": "phone-5", "k": 4}).json()
-    assert page["model_version"] == "edgerec-v2"
+    assert page["model_version"] == v2 != first
     assert services is not None

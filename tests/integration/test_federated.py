@@ -297,7 +297,9 @@ def test_the_published_bundle_serves_the_federated_rows(
     assert not np.allclose(ctr(new)[0, :3], ctr(old)[0, :3])  # the pushed rows moved the scores
     np.testing.assert_allclose(ctr(new)[0, 3], ctr(old)[0, 3], rtol=1e-5)  # item 5: not pushed
 
-    served, _ = start_cloud(**FL, bundle_dir=tmp_path / "published")
+    # published unsigned (no release key given): served only by a replica told to accept that
+    served, _ = start_cloud(**FL, bundle_dir=tmp_path / "published", allow_unsigned=True,
+                            release_public_key_file=None)  # fmt: skip
     reply = Phone(served, services, "pub-0").stub.Recommend(
         pb.RecommendRequest(device_id="pub-0", k=5), metadata=phones[0].meta, timeout=5
     )

@@ -189,6 +189,27 @@ def test_a_round_that_would_make_the_model_non_finite_changes_nothing(subject: S
     assert state.finish_round(GROUP, "r-2", [entry], "aborted") == 1
 
 
+def test_fedlaavg_memory_changes_only_with_an_applied_round(subject: Subject) -> None:
+    state = subject.state
+    rnd = started(state)
+    assert state.latest_updates() == {}
+    one = (np.array([1]), np.zeros((1, DIM), np.float32))
+    state.finish_round(GROUP, rnd.round_id, [], "applied", *one, remember={"d1": b"a", "d2": b"b"})
+    assert state.latest_updates() == {"d1": (1, b"a"), "d2": (1, b"b")}
+    state.open_round(a_round("r-2"))
+    state.finish_round(GROUP, "r-2", [], "aborted", remember={"d3": b"c"}, forget=["d1"])
+    assert state.latest_updates() == {"d1": (1, b"a"), "d2": (1, b"b")}  # aborted: as it was
+    state.open_round(a_round("r-3"))
+    with pytest.raises(NonFiniteModel):  # a refused apply changes the memory neither
+        state.finish_round(
+            GROUP, "r-3", [], "applied", np.array([1]), np.full((1, DIM), np.inf, np.float32),
+            remember={"d3": b"c"}, forget=["d1"],
+        )  # fmt: skip
+    assert state.latest_updates() == {"d1": (1, b"a"), "d2": (1, b"b")}
+    state.finish_round(GROUP, "r-3", [], "applied", *one, remember={"d2": b"B"}, forget=["d1"])
+    assert state.latest_updates() == {"d2": (2, b"B")}
+
+
 def test_the_deadline_passes_with_time(subject: Subject) -> None:
     state = subject.state
     rnd = started(state, a_round(deadline_s=0.3))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import redis
 
 from cloud_service.domain import Action, Behavior, Event, Session
 from cloud_service.store.breaker import Breaker
+from cloud_service.store.codec import STREAM_FIELDS
 from cloud_service.store.keys import Keys
 from cloud_service.store.memory import MemoryBudget, MemoryEventLog, MemorySessions
 from cloud_service.store.redis_store import (
@@ -73,7 +75,36 @@ def test_events_append_in_order(stores: Stores) -> None:
     assert len(ids) == 5 and len(set(ids)) == 5
     entries = stores.events.read(10)
     assert [e[1]["item"] for e in entries] == ["0", "1", "2", "3", "4"]
-    assert entries[0][1]["device"] == "dev" and entries[0][1]["action"] == str(int(Action.CLICK))
+    assert entries[0][1]["device"] == "dev" and entries[0][1]["action"] == "click"
+
+
+def test_events_carry_the_decision_fields(stores: Stores) -> None:
+    shown = Event(7, Action.EXPOSURE, 5, 2, "r1", "local", True, 0.25, 0.125, 1.0)
+    stores.events.append("dev", [shown], "b-1")
+    ((_, fields),) = stores.events.read(1)
+    assert tuple(fields) == STREAM_FIELDS
+    assert fields["batch"] == "b-1" and fields["position"] == "2" and fields["source"] == "local"
+    assert fields["asked"] == "1" and float(fields["value"]) == 0.25
+    assert float(fields["threshold"]) == 0.125 and float(fields["propensity"]) == 1.0
+
+
+def test_a_batch_id_is_stored_once_per_device(stores: Stores) -> None:
+    batch = [Event(i, Action.CLICK, i, 0, "") for i in range(3)]
+    assert len(stores.events.append("dev", batch, "b-1")) == 3
+    assert stores.events.append("dev", batch, "b-1") == []  # the retry: nothing appended
+    assert len(stores.events.append("other", batch, "b-1")) == 3  # ids are per device
+    assert len(stores.events.append("dev", batch, "b-2")) == 3
+    assert len(stores.events.append("dev", batch)) == 3  # no id: no dedup
+    assert len(stores.events.append("dev", batch)) == 3
+    assert len(stores.events.read(100)) == 15
+
+
+def test_concurrent_retries_of_a_batch_store_it_once(stores: Stores) -> None:
+    batch = [Event(i, Action.EXPOSURE, i, i, "") for i in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: stores.events.append("dev", batch, "same"), range(16)))
+    assert sorted(len(r) for r in results) == [0] * 15 + [20]
+    assert len(stores.events.read(1000)) == 20
 
 
 def test_budget_bucket_refuses_past_the_burst_and_refills(stores: Stores) -> None:
@@ -90,11 +121,12 @@ def test_redis_keys_are_prefixed_and_hash_tagged(redis_url: str) -> None:
     client = build_redis(redis_url, 1.0, 1)
     store = RedisStore(client, Keys("pfx"), Breaker(0.5))
     RedisSessions(store, 60).save("dev-9", Session())
-    RedisEventLog(store, 10).append("dev-9", [Event(1, Action.CLICK, 1, 0, "")])
+    RedisEventLog(store, 10).append("dev-9", [Event(1, Action.CLICK, 1, 0, "")], "b-9")
     RedisBudget(store, 1.0, 1.0).take()
     keys = sorted(k.decode() for k in client.keys("*"))
     assert all(k.startswith("pfx:{") for k in keys), keys
     assert "pfx:{dev:dev-9}:session:v2" in keys and "pfx:{events}" in keys
+    assert client.ttl("pfx:{events}:batch:dev-9:b-9") > 0  # batch claims expire
     assert client.ttl("pfx:{dev:dev-9}:session:v2") > 0
     for key in keys:  # Cluster places each key by its tag alone: multi-key calls stay in one slot
         tag = key[key.index("{") + 1 : key.index("}")]

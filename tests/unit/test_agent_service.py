@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from device_agent.build import build_pacer, build_session_factory, request_size
-from device_agent.inference.models import RerankerSlot
+from device_agent.inference.models import RerankerSlot, ValueModelSlot
 from device_agent.ports import CloudError, CloudList
 from device_agent.service import AgentService, AppEvent, InvalidEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings
+from tandem_core.release import resolve
 from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.unit
@@ -58,7 +57,7 @@ def service(
 ) -> AgentService:
     settings = DeviceSettings(feed=FeedSettings(pool_size=12), pacing=PacingSettings(**pacing))
     registry = SessionRegistry(build_session_factory(settings), max_devices=3)
-    model = None if value is None else FixedValue(value)
+    model = None if value is None else ValueModelSlot(model=FixedValue(value))
     pacer = build_pacer(settings.pacing)
     return AgentService(registry, cloud, reranker or RerankerSlot(), model, 12, 50, "value", pacer)  # type: ignore[arg-type]
 
@@ -109,10 +108,11 @@ def test_events_are_all_or_nothing() -> None:
 def test_device_model_reorders_the_pool_after_events(tiny_artifacts: ArtifactDirs) -> None:
     import json
 
-    manifest = json.loads((Path(tiny_artifacts.device) / "manifest.json").read_text())
+    version_dir = resolve(tiny_artifacts.device)
+    manifest = json.loads((version_dir / "manifest.json").read_text())
     slot = RerankerSlot()
-    data = (Path(tiny_artifacts.device) / manifest["file"]).read_bytes()
-    assert slot.install(data, manifest["sha256"], manifest["version"])
+    data = (version_dir / manifest["file"]).read_bytes()
+    assert slot.install(data, manifest["sha256"][manifest["file"]], manifest["version"])
     assert not slot.install(data, "0" * 64, "tampered") and slot.version == manifest["version"]
     agent = service(FakeCloud(), slot, request_budget=0.0, initial_threshold=1e9)
     agent.recommend("a", 1)

@@ -139,3 +139,43 @@ def test_a_round_that_would_overflow_the_model_is_abandoned_and_honest_rounds_go
     agg.step(block_ms=10)  # the next round: honest pushes are accepted and applied
     push_all(service, auth)
     assert agg.step(block_ms=10) == "applied" and state.version() == 2
+
+
+def test_fedlaavg_memory_lives_in_the_state_and_forgets_after_the_staleness_bound() -> None:
+    """One device a round (most outdated first), each pushing its own row; a remembered update
+    is reused for `latest_max_age` = 1 round, then forgotten. A standby that takes over for
+    round 3 continues the memory the dead leader wrote into the state."""
+    clock = Clock()
+    state = MemoryFederatedState(clock)
+    service, auth = server(state)
+    cfg = RoundConfig(devices_per_round=1, over_select=0.0, quorum_share=1.0, latest_max_age=1)
+    leader = Aggregator(state, cfg, DIM, Defences("fedlaavg"), "agg-a")
+    standby = Aggregator(state, cfg, DIM, Defences("fedlaavg"), "agg-b")
+    for device in DEVICES:
+        service.pull(device, "", [], auth.token_for(device))
+    start, _, _ = state.snapshot(range(N_ITEMS), DIM)
+    moved = []
+    for n, agg in enumerate([leader, leader, standby]):
+        if agg is standby:
+            clock.now += leader.lease_ms / 1000 + 0.1  # the leader died after round 2
+        agg.step(block_ms=10)
+        rnd = state.current_round()
+        assert rnd is not None and rnd.state == "open" and len(rnd.selected) == 1
+        device = next(iter(rnd.selected))
+        assert device == DEVICES[n]  # never pushed first, in id order
+        update = ModelUpdate(
+            device, np.array([n]), np.full((1, DIM), 0.1 * (n + 1), np.float32), np.array([1]),
+            {}, 1, round_id=rnd.round_id, update_id=f"{device}-u", base_version=state.version(),
+        )  # fmt: skip
+        before, _, _ = state.snapshot(range(N_ITEMS), DIM)
+        assert service.push(update, auth.token_for(device)).accepted
+        assert agg.step(block_ms=10) == "applied"
+        after, _, _ = state.snapshot(range(N_ITEMS), DIM)
+        moved.append((after - before)[:3, 0])
+    np.testing.assert_allclose(moved[0], [0.1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(moved[1], [0.1, 0.2, 0], atol=1e-6)  # m-0 reused once
+    np.testing.assert_allclose(moved[2], [0, 0.2, 0.3], atol=1e-6)  # m-0 forgotten; m-1 kept
+    np.testing.assert_array_equal(
+        state.snapshot(range(N_ITEMS), DIM)[0][3:], start[3:]
+    )  # fmt: skip
+    assert {d: v for d, (v, _) in state.latest_updates().items()} == {"m-1": 2, "m-2": 3}

@@ -44,7 +44,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[EdgeReranker, Pa
 @pytest.mark.parametrize(("batch", "events", "items"), [(1, 30, 48), (3, 7, 5), (2, 1, 1)])
 def test_onnx_matches_torch(artifact: tuple, batch: int, events: int, items: int) -> None:
     model, out, manifest = artifact
-    reranker = OnnxReranker.from_file(out / manifest["file"], manifest["sha256"])
+    reranker = OnnxReranker.from_file(out / manifest["file"], manifest["sha256"][manifest["file"]])
     rng = np.random.default_rng(batch)
     args = (
         rng.normal(size=(batch, events, 12)).astype(np.float32),
@@ -82,7 +82,7 @@ def test_tampered_model_is_refused(artifact: tuple, tmp_path: Path) -> None:
     bad = tmp_path / "reranker.onnx"
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="does not match"):
-        OnnxReranker.from_file(bad, manifest["sha256"])
+        OnnxReranker.from_file(bad, manifest["sha256"][manifest["file"]])
 
 
 def test_untrained_model_is_deterministic_for_a_seed() -> None:

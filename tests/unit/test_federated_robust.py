@@ -180,3 +180,8 @@ def test_a_non_finite_aggregate_or_model_is_caught() -> None:
     np.testing.assert_array_equal(applied(np.ones(2, np.float32), np.ones(2)), [2.0, 2.0])
     with pytest.raises(NonFiniteModel):  # each finite, their float32 sum is not
         applied(np.full(2, 3e38, np.float32), np.full(2, 3e38))
+
+
+def test_a_push_of_dense_layers_only_passes() -> None:
+    u = replace(push([]), row_deltas=np.zeros(0, np.float32), row_counts=np.zeros(0, np.int64))
+    check(u, LIMITS)

@@ -3,8 +3,11 @@
 Reads the global federated model from Redis (every item row, the dense layers and the version,
 in one MULTI), loads it into the DIN and writes a new bundle next to the one the cloud serves:
 a fresh ranker.onnx, the federated state as its federated.npz, the retrieval tables unchanged.
-Start a cloud with CLOUD_BUNDLE_DIR=DIR to serve it. Torch is needed here (ONNX export), as for
-the `models` job, not in the serving image.
+Signed by the release key (`--release-key` or TANDEM_RELEASE_KEY_FILE), kind
+`federated_bundle`; add it to a registry (`python -m training.release publish --kind
+federated_bundle --from DIR`) and point CLOUD_BUNDLE_DIR there, or start a cloud with
+CLOUD_BUNDLE_DIR=DIR. Torch is needed here (ONNX export), as for the `models` job, not in the
+serving image.
 
 The rows the cloud ships to devices (tables.npz item_rows) and their embedding_version are kept:
 the device's re-ranker was distilled on those rows, so replacing them would change its inputs
@@ -33,6 +36,8 @@ from tandem_core.artifacts import (
     write_manifest,
 )
 from tandem_core.models.din import ranker_from_federated
+from tandem_core.release import FEDERATED_BUNDLE, release_manifest, resolve
+from tandem_core.signing import SIGNATURE, Signer
 from training.ranker.bundle import export_din
 
 
@@ -40,12 +45,16 @@ class PublishError(RuntimeError):
     """The federated model in Redis cannot be published (missing, or not this bundle's)."""
 
 
-def publish(store: FederatedStore, bundle_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the federated model as a bundle in `out` (new or empty); returns its manifest.
+def publish(
+    store: FederatedStore, bundle_dir: Path, out: Path, signer: Signer | None = None
+) -> dict[str, Any]:
+    """Write the federated model as a bundle in `out` (new or empty); returns its manifest,
+    signed by the release key when `signer` is given (kind `federated_bundle`).
 
     The bundle is written into a temporary sibling and renamed into place, so `out` holds either
-    nothing or a complete bundle whose manifest matches its files."""
-    bundle_dir, out = Path(bundle_dir), Path(out)
+    nothing or a complete bundle whose manifest matches its files. `bundle_dir` is a registry
+    kind directory (its `current` is read) or one version directory."""
+    bundle_dir, out = resolve(Path(bundle_dir)), Path(out)
     if out.exists() and any(out.iterdir()):
         raise PublishError(f"{out} is not empty: publish into a new directory")
     bundle = load_bundle(bundle_dir)  # checks every sha256
@@ -65,7 +74,7 @@ def publish(store: FederatedStore, bundle_dir: Path, out: Path) -> dict[str, Any
         arrays = {"rows": rows, **{f"dense/{k}": v for k, v in dense.items()}}
         np.savez(tmp / FEDERATED, **arrays)  # type: ignore[arg-type]
         files = digests(tmp, BUNDLE_FILES)
-        source = read_manifest(bundle_dir)
+        source = {k: v for k, v in read_manifest(bundle_dir).items() if k != SIGNATURE}
         manifest = {
             **source,
             # the content hash keeps versions apart when a reset Redis counts rounds from 0 again
@@ -74,6 +83,7 @@ def publish(store: FederatedStore, bundle_dir: Path, out: Path) -> dict[str, Any
             "published_from": source["version"],
             "sha256": files,
         }
+        manifest = release_manifest(manifest, FEDERATED_BUNDLE, signer)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -86,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="a new (or empty) bundle directory")
     ap.add_argument("--timeout-s", type=float, default=30.0, help="deadline of the Redis read")
+    ap.add_argument(
+        "--release-key", type=Path, default=None,
+        help="sign with this release key (default $TANDEM_RELEASE_KEY_FILE; unsigned without "
+        "either); add the bundle to a registry with `python -m training.release publish`",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    from training.release import signer_from
+
+    signer = signer_from(args.release_key)
     s = load_settings()
     # its own deadline: the serving one (a fraction of a second) is for single-row reads, this
     # reads every row in one MULTI
@@ -97,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         fl = FederatedStore(
             client, s.store.key_prefix, Breaker(open_s=s.store.redis_open_circuit_s)
         )
-        manifest = publish(fl, s.models.bundle_dir, args.out)
+        manifest = publish(fl, s.models.bundle_dir, args.out, signer)
     except PublishError as exc:
         print(f"not published: {exc}")
         return 2

@@ -85,6 +85,14 @@ def main() -> None:
     ap.add_argument("--train-sessions", type=int, default=600)
     ap.add_argument("--test-sessions", type=int, default=250)
     ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument(
+        "--registry", type=Path, default=None,
+        help="also release the value model, signed, into REGISTRY/value_model",
+    )  # fmt: skip
+    ap.add_argument(
+        "--release-key", type=Path, default=None,
+        help="the release key (default $TANDEM_RELEASE_KEY_FILE)",
+    )  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +111,14 @@ def main() -> None:
     print(f"logs: train {len(train.y)} rows, collected in {time.time() - t0:.0f}s")
     scorers, mlp = fit_all(train)
     export_onnx(mlp, str(out / "request_value.onnx"))
+    if args.registry is not None:
+        from tandem_core.release import VALUE_MODEL
+        from training.release import release_value_model, signer_from
+
+        signer = signer_from(args.release_key)
+        kind_dir = args.registry / VALUE_MODEL
+        version = release_value_model(kind_dir, out / "request_value.onnx", signer)
+        print(f"value_model {version} is current in {kind_dir} (signed: {signer is not None})")
     up, sh = uplift_table(scorers, tests), shift_table(tests)
     (out / "results.json").write_text(json.dumps({"uplift": up, "shift": sh}, indent=1))
     print(markdown(up), "\n")

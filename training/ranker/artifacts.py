@@ -19,7 +19,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "RankerManifest",
     "load_ranker",
-    "read_manifest",
+    "read_ranker_manifest",
     "save_ranker",
 ]
 
@@ -58,13 +58,13 @@ def save_ranker(out_dir: Path, model: DinRanker, extra: dict[str, Any]) -> Ranke
     return manifest
 
 
-def read_manifest(model_dir: Path) -> RankerManifest:
+def read_ranker_manifest(model_dir: Path) -> RankerManifest:
     return RankerManifest(**json.loads((model_dir / MANIFEST).read_text()))
 
 
 def load_ranker(model_dir: Path) -> tuple[DinRanker, RankerManifest]:
     """Load weights after checking their sha256; safetensors holds tensors only, no pickle."""
-    manifest = read_manifest(model_dir)
+    manifest = read_ranker_manifest(model_dir)
     weights = model_dir / WEIGHTS
     if sha256_file(weights) != manifest.sha256[WEIGHTS]:
         raise ArtifactIntegrityError(f"{weights} does not match the sha256 in its manifest")

@@ -19,6 +19,8 @@ from tandem_core.artifacts import (
     write_manifest,
 )
 from tandem_core.models.din import DinRanker, federated_dense, federated_rows
+from tandem_core.release import RANKER_BUNDLE, release_manifest
+from tandem_core.signing import Signer
 
 
 def export_din(model: DinRanker, path: Path) -> None:
@@ -75,8 +77,10 @@ def write_bundle(
     ranker_version: str,
     embedding_version: str,
     history_len: int,
+    signer: Signer | None = None,
 ) -> dict[str, object]:
-    """Export everything the cloud serves from into `out`; the manifest records each sha256."""
+    """Export everything the cloud serves from into `out`; the manifest records each sha256
+    and is signed by the release key when `signer` is given."""
     out.mkdir(parents=True, exist_ok=True)
     n_items = model.cfg.n_items
     export_din(model, out / RANKER_ONNX)
@@ -98,5 +102,6 @@ def write_bundle(
         "history_len": history_len,
         "sha256": digests(out, BUNDLE_FILES),
     }
+    manifest = release_manifest(manifest, RANKER_BUNDLE, signer)
     write_manifest(out, manifest)
     return manifest

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.logs import Impressions, Steps
+from tandem_core.behavior import PAD, gather_rows, one_hot_actions, pad_behavior
 
-PAD = -1
+__all__ = ["PAD", "StepExamples", "gather_rows", "one_hot_actions", "step_examples"]
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,9 @@ def step_examples(
         s = int(imp.session[rows[0]])
         if g == 0 or s != session[g - 1]:
             events = []
-        recent = events[-max_len:]
-        if recent:
-            out["behavior_items"][g, max_len - len(recent) :] = [e[0] for e in recent]
-            out["behavior_actions"][g, max_len - len(recent) :] = [e[1] for e in recent]
+        out["behavior_items"][g], out["behavior_actions"][g] = pad_behavior(
+            [e[0] for e in events], [e[1] for e in events], max_len
+        )
         k = min(len(rows), page)
         out["candidates"][g, :k] = imp.item[rows[:k]]
         out["cloud_score"][g, :k] = cloud_score[rows[:k]]
@@ -71,18 +71,3 @@ def step_examples(
             action = 2 if imp.purchase[r] else 1 if imp.click[r] else 0
             events.append((int(imp.item[r]), action))
     return StepExamples(**out, session=session, intent_changed=changed)
-
-
-def one_hot_actions(actions: np.ndarray) -> np.ndarray:
-    """(…, L) action codes with PAD → (…, L, 3) float32 one-hot, zeros at PAD."""
-    out = np.zeros((*actions.shape, 3), dtype=np.float32)
-    valid = actions >= 0
-    out[valid, actions[valid]] = 1.0
-    return out
-
-
-def gather_rows(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Embedding rows of items, zeros at PAD."""
-    emb = rows[np.maximum(items, 0)]
-    emb[items < 0] = 0.0
-    return emb.astype(np.float32)

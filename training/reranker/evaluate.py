@@ -23,11 +23,13 @@ from simulator.cloud import CLICK, ReferenceCloud
 from simulator.metrics import gauc
 from simulator.session import SessionState, feed_step, start_session
 from simulator.world import World
+from tandem_core.artifacts import read_manifest
+from tandem_core.behavior import behavior_inputs, gather_rows
 from tandem_core.models.din import DinRanker
+from tandem_core.release import resolve
 from training.ranker.artifacts import load_ranker, world_config
 from training.ranker.bundle import item_rows
 from training.ranker.scoring import rank
-from training.reranker.data import gather_rows, one_hot_actions
 from training.reranker.train import BEHAVIOR_LEN
 
 
@@ -46,9 +48,9 @@ class Record:
 def device_inputs(
     state: SessionState, pool: np.ndarray, rows: np.ndarray, ranker: DinRanker
 ) -> tuple[np.ndarray, ...]:
-    recent = state.feedback[-BEHAVIOR_LEN:]
-    items = np.array([[f.item for f in recent]], dtype=np.int64).reshape(1, -1)
-    actions = np.array([[f.action for f in recent]], dtype=np.int64).reshape(1, -1)
+    behavior, behavior_action = behavior_inputs(
+        rows, [f.item for f in state.feedback], [f.action for f in state.feedback], BEHAVIOR_LEN
+    )
     clicks = np.array([f.item for f in state.feedback if f.action >= CLICK][-BEHAVIOR_LEN:])
     history = np.full((1, BEHAVIOR_LEN), -1, dtype=np.int64)
     if len(clicks):
@@ -56,7 +58,7 @@ def device_inputs(
     p, _ = rank(ranker, history, pool[None, :])
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return (
-        gather_rows(rows, items), one_hot_actions(actions),
+        behavior, behavior_action,
         gather_rows(rows, pool[None, :]), np.log(p / (1 - p)).astype(np.float32),
     )  # fmt: skip
 
@@ -139,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args(argv)
     ranker, manifest = load_ranker(args.ranker)
-    dev = json.loads((args.device / "manifest.json").read_text())
-    reranker = OnnxReranker.from_file(args.device / dev["file"], dev["sha256"], dev["version"])
+    device_dir = resolve(args.device)  # a registry kind directory or one version directory
+    dev = read_manifest(device_dir)
+    digest = dev["sha256"][dev["file"]] if isinstance(dev["sha256"], dict) else dev["sha256"]
+    reranker = OnnxReranker.from_file(device_dir / dev["file"], digest, dev["version"])
     world = World(world_config(manifest))
     result = summarise(evaluate_in_world(world, ranker, reranker, args.sessions, args.seed))
     result.update(latency(reranker, int(dev["dim"])))
-    result["onnx_bytes"] = float((args.device / dev["file"]).stat().st_size)
+    result["onnx_bytes"] = float((device_dir / dev["file"]).stat().st_size)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -21,6 +21,8 @@ from simulator.pipeline import Experiment, build_experiment
 from tandem_core.artifacts import sha256_file, write_manifest
 from tandem_core.models.din import DinRanker
 from tandem_core.models.edgerec import EdgeRecConfig, EdgeReranker
+from tandem_core.release import RERANKER, release_manifest
+from tandem_core.signing import Signer
 from training.ranker.artifacts import load_ranker, world_config
 from training.ranker.bundle import item_rows
 from training.ranker.scoring import rank
@@ -142,26 +144,36 @@ def export_onnx(model: EdgeReranker, path: Path) -> str:
 
 
 def write_device_artifact(
-    out: Path, model: EdgeReranker, embedding_version: str, extra: dict[str, object]
+    out: Path,
+    model: EdgeReranker,
+    embedding_version: str,
+    extra: dict[str, object],
+    signer: Signer | None = None,
 ) -> dict[str, object]:
+    """The re-ranker's version directory: ONNX + manifest (sha256 per file, signed if `signer`)."""
     out.mkdir(parents=True, exist_ok=True)
     digest = export_onnx(model, out / ONNX_FILE)
-    manifest = {
+    manifest: dict[str, object] = {
         "version": "edgerec-" + digest[:12],
         "file": ONNX_FILE,
-        "sha256": digest,
+        "sha256": {ONNX_FILE: digest},
         "embedding_version": embedding_version,
         "dim": model.cfg.dim,
         "behavior_len": BEHAVIOR_LEN,
         "config": model.cfg.to_dict(),
         **extra,
     }
+    manifest = release_manifest(manifest, RERANKER, signer)
     write_manifest(out, manifest)
     return manifest
 
 
 def run(
-    ranker_dir: Path, out: Path, cfg: DeviceTrainConfig, exp: Experiment | None = None
+    ranker_dir: Path,
+    out: Path,
+    cfg: DeviceTrainConfig,
+    exp: Experiment | None = None,
+    signer: Signer | None = None,
 ) -> dict[str, object]:
     """Train on the ranker's world (pass `exp` when it is already built) and export."""
     ranker, ranker_manifest = load_ranker(ranker_dir)
@@ -182,6 +194,7 @@ def run(
         model,
         ranker_manifest.embedding_version,
         {"train": {"epochs": log, "seconds": round(seconds, 1)}},
+        signer,
     )
     print(json.dumps({k: manifest[k] for k in ("version", "sha256", "embedding_version")}))
     size = (out / ONNX_FILE).stat().st_size
@@ -197,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranker", type=Path, default=Path("artifacts/ranker"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/device"))
     parser.add_argument("--epochs", type=int, default=DeviceTrainConfig.epochs)
+    parser.add_argument(
+        "--release-key", type=Path, default=None,
+        help="sign with this release key (default $TANDEM_RELEASE_KEY_FILE)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    run(args.ranker, args.out, DeviceTrainConfig(epochs=args.epochs))
+    from training.release import signer_from
+
+    signer = signer_from(args.release_key)
+    run(args.ranker, args.out, DeviceTrainConfig(epochs=args.epochs), signer=signer)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""GET /v1/device-model: the device re-ranker a device should run, unless it already has it."""
+"""GET /v1/device-model: the on-device model of a kind (default the re-ranker), unless current."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ def router(services: CloudServices) -> APIRouter:
     def device_model(
         device_id: Annotated[str, Query(max_length=64)],
         current_version: Annotated[str, Query(max_length=128)] = "",
+        kind: Annotated[str, Query(max_length=32)] = "",
         x_device_token: Token = None,
     ) -> DeviceModelOut:
         with observed("GetDeviceModel"):
-            reply = services.device_models.get(device_id, current_version, x_device_token)
+            reply = services.device_models.get(device_id, current_version, x_device_token, kind)
             return device_model_to_body(reply)
 
     return api

@@ -16,7 +16,9 @@ def router(services: CloudServices) -> APIRouter:
     @api.post("/v1/events", response_model=EventsOut)
     def report_events(body: EventsBody, x_device_token: Token = None) -> EventsOut:
         with observed("ReportEvents"):
-            n = services.events.report(body.device_id, events_from_body(body), x_device_token)
-            return EventsOut(accepted=n)
+            receipt = services.events.report(
+                body.device_id, events_from_body(body), x_device_token, batch_id=body.batch_id
+            )
+            return EventsOut(accepted=receipt.accepted, duplicate=receipt.duplicate)
 
     return api

@@ -478,17 +478,21 @@ class DeviceModelRequest(_message.Message):
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     CURRENT_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     current_version: _builtins.str
+    kind: _builtins.str
+    """"reranker" (the default when empty), "value_model"; "shift_detector" is reserved"""
     def __init__(
         self,
         *,
         device_id: _builtins.str = ...,
         current_version: _builtins.str = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_version", b"current_version", "device_id", b"device_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_version", b"current_version", "device_id", b"device_id", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -505,6 +509,8 @@ class DeviceModelResponse(_message.Message):
     ONNX_MODEL_FIELD_NUMBER: _builtins.int
     EMBEDDING_VERSION_FIELD_NUMBER: _builtins.int
     NOT_MODIFIED_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     sha256: _builtins.str
     """hex digest of onnx_model"""
@@ -513,6 +519,11 @@ class DeviceModelResponse(_message.Message):
     embedding_version: _builtins.str
     """the embedding rows this model was trained with"""
     not_modified: _builtins.bool
+    kind: _builtins.str
+    manifest: _builtins.str
+    """the signed manifest (JSON: kind, version, sha256 per file, Ed25519 signature); the device
+    verifies it with its own release public key before it installs anything
+    """
     def __init__(
         self,
         *,
@@ -521,10 +532,12 @@ class DeviceModelResponse(_message.Message):
         onnx_model: _builtins.bytes = ...,
         embedding_version: _builtins.str = ...,
         not_modified: _builtins.bool = ...,
+        kind: _builtins.str = ...,
+        manifest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_version", b"embedding_version", "not_modified", b"not_modified", "onnx_model", b"onnx_model", "sha256", b"sha256", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_version", b"embedding_version", "kind", b"kind", "manifest", b"manifest", "not_modified", b"not_modified", "onnx_model", b"onnx_model", "sha256", b"sha256", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -541,6 +554,11 @@ class Event(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ASKED_CLOUD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    PROPENSITY_FIELD_NUMBER: _builtins.int
     item_id: _builtins.int
     action: Global___Action.ValueType
     timestamp_ms: _builtins.int
@@ -548,6 +566,19 @@ class Event(_message.Message):
     """0-based slot in the feed"""
     request_id: _builtins.str
     """RecommendResponse.request_id that showed the item"""
+    source: _builtins.str
+    """The decision behind the page that showed the item (set on the events of an item of the
+    device's last page; empty/0 otherwise), so logs can train and evaluate the request policy.
+    "cloud" (a fresh list) or "local" (the pool)
+    """
+    asked_cloud: _builtins.bool
+    """the agent asked the cloud at that step"""
+    value: _builtins.float
+    """the request value the policy computed"""
+    threshold: _builtins.float
+    """the price of a request (lambda) it compared with"""
+    propensity: _builtins.float
+    """P(decision taken); 1 = not randomised, 0 = unset (1)"""
     def __init__(
         self,
         *,
@@ -556,10 +587,15 @@ class Event(_message.Message):
         timestamp_ms: _builtins.int = ...,
         position: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        asked_cloud: _builtins.bool = ...,
+        value: _builtins.float = ...,
+        threshold: _builtins.float = ...,
+        propensity: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "item_id", b"item_id", "position", b"position", "request_id", b"request_id", "timestamp_ms", b"timestamp_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "asked_cloud", b"asked_cloud", "item_id", b"item_id", "position", b"position", "propensity", b"propensity", "request_id", b"request_id", "source", b"source", "threshold", b"threshold", "timestamp_ms", b"timestamp_ms", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -567,13 +603,18 @@ Global___Event: _TypeAlias = Event  # noqa: Y015
 
 @_typing.final
 class ReportEventsRequest(_message.Message):
-    """A batch of events from one device."""
+    """A batch of events from one device. A retry carries the same batch_id; the cloud stores a
+    (device, batch_id) once.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
+    batch_id: _builtins.str
+    """[A-Za-z0-9_.:-]{1,64}; empty = no dedup"""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
     def __init__(
@@ -581,10 +622,11 @@ class ReportEventsRequest(_message.Message):
         *,
         device_id: _builtins.str = ...,
         events: _abc.Iterable[Global___Event] | None = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "device_id", b"device_id", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -597,15 +639,19 @@ class ReportEventsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
+    duplicate: _builtins.bool
+    """the batch was stored by an earlier call"""
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicate", b"duplicate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
