@@ -21,6 +21,7 @@ import argparse
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tandem_core.artifacts import read_manifest, sha256_file, write_manifest
@@ -89,36 +90,39 @@ def write_value_artifact(
     return manifest
 
 
-def release_value_model(kind_dir: Path, onnx_file: Path, signer: Signer | None) -> str:
-    """Stage, add and promote a value model; an identical one already there is made current."""
+def _release_staged(kind_dir: Path, write: Callable[[Path], str]) -> str:
+    """Stage a version with `write` (returns its id), then add and promote it; a version
+    already there (same id) is made current again instead of copied twice."""
     kind_dir.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".staged-", dir=kind_dir)) / "v"
     try:
-        version = str(write_value_artifact(staged, onnx_file, signer)["version"])
+        version = write(staged)
         if version in versions(kind_dir):
             set_current(kind_dir, version)
             return version
         return publish(kind_dir, staged)
     finally:
         shutil.rmtree(staged.parent, ignore_errors=True)
+
+
+def release_value_model(kind_dir: Path, onnx_file: Path, signer: Signer | None) -> str:
+    """Stage, add and promote a value model; an identical one already there is made current."""
+    return _release_staged(
+        kind_dir, lambda staged: str(write_value_artifact(staged, onnx_file, signer)["version"])
+    )
 
 
 def release_copy(kind_dir: Path, source: Path, kind: str, signer: Signer | None) -> str:
     """A writer's version directory copied into the kind's registry, its manifest (re)signed by
     `signer`, and made current; a version already there (same id) is made current again."""
-    kind_dir.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=".staged-", dir=kind_dir)) / "v"
-    try:
+
+    def write(staged: Path) -> str:
         shutil.copytree(source, staged, symlinks=True)
         manifest = release_manifest(read_manifest(staged), kind, signer)
         write_manifest(staged, manifest)
-        version = str(manifest["version"])
-        if version in versions(kind_dir):
-            set_current(kind_dir, version)
-            return version
-        return publish(kind_dir, staged)
-    finally:
-        shutil.rmtree(staged.parent, ignore_errors=True)
+        return str(manifest["version"])
+
+    return _release_staged(kind_dir, write)
 
 
 def release_signer(key_file: Path | None, fallback_dir: Path) -> tuple[Signer, Path]:
