@@ -5,9 +5,15 @@
 2. The system: a real Redis (embedded when none is configured), the cloud service, the
    federated aggregator and device agents as child processes (our agents' devices also train
    the ranker on their own events and push updates; `--no-train` leaves that out); the fleet
-   plays the same world sessions through the agents' REST API three times — our value-paced
-   policy, AlwaysQ (ask every step) and NoQ (never ask) — and the report compares them.
-   Everything started is stopped at the end.
+   plays the same world sessions through the agents' REST API three times — AlwaysQ (ask
+   every step), NoQ (never ask) and our value-paced policy — and the report compares them.
+3. The model loop (when devices train): from the start of our policy's pass, each time the
+   aggregator has applied a round the federated model is published as a candidate of the
+   served bundle's registry (a private copy under `--out`/run), gated against `current` on the
+   world's validation split and promoted if it passes; the cloud hot-swaps it. Our agents play
+   on for `--loop-seconds` after the compared pass, and the report prints the served versions
+   over time with the fleet's expected reward per step under each.
+Everything started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -18,18 +24,21 @@ import os
 import shutil
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from localrun import topology
+from localrun.demo_loop import ModelLoop
 from localrun.demo_report import PolicyRun, print_report, write_plot
-from localrun.fleet import run_fleet
+from localrun.fleet import FleetReport, run_fleet
 from localrun.processes import Child, start_child
 from localrun.redis_server import running_redis
 from simulator.world import World
 from training.models_job import Models, add_spec_arguments, prepare_models, spec_of
 
 SECRET = "demo-secret-0123456789"
+PREFIX = "demo"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,12 +51,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=0.10, help="share of steps that may ask")
     p.add_argument("--cloud-rate", type=float, default=1000.0, help="global cloud budget /s")
     p.add_argument("--no-train", action="store_true", help="no federated training on devices")
+    p.add_argument(
+        "--loop-seconds",
+        type=float,
+        default=45.0,
+        help="our agents play on this long after the compared pass, the model loop "
+        "publishing and gating meanwhile",
+    )
+    p.add_argument(
+        "--after-seconds",
+        type=float,
+        default=20.0,
+        help="then on until the last promotion is served this long (≤ 90 s more)",
+    )
     p.add_argument("--models-only", action="store_true", help="write the models, then exit")
     return p.parse_args(argv)
 
 
 def cloud_env(args: argparse.Namespace, models: Models, redis_url: str) -> dict[str, str]:
-    return topology.cloud_env(models, redis_url, SECRET, args.cloud_rate, "demo")
+    # the bundle's `current` checked twice a second: a promotion is served within ~0.5 s
+    env = topology.cloud_env(models, redis_url, SECRET, args.cloud_rate, PREFIX)
+    return env | {"CLOUD_MODEL_POLL_S": "0.5"}
 
 
 def agent_env(
@@ -68,31 +92,19 @@ def aggregator_env(args: argparse.Namespace, models: Models, redis_url: str) -> 
     }  # fmt: skip
 
 
-def federated_summary(
-    redis_url: str, agents: list[Any], bundle: Path, out: Path
-) -> dict[str, object]:
-    """What federated training did during the run: the global version, the devices' rounds, and
-    the federated model published as a serving bundle in `out` (what a cloud would serve next)."""
+def federated_summary(redis_url: str, agents: list[Any], loop: ModelLoop) -> dict[str, object]:
+    """What federated training did during the run: the global version (rounds applied), the
+    devices' rounds, and the model loop's publications and served versions."""
     import httpx
     import redis
 
     from cloud_service.store.breaker import Breaker
     from cloud_service.store.federated_redis import FederatedStore
-    from training.federated.publish import PublishError, publish
+    from localrun.demo_loop import served_windows
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
-    store = FederatedStore(client, "demo", Breaker(1.0))
     try:
-        shutil.rmtree(out, ignore_errors=True)  # the previous demo's
-        # rows, layers and version from one snapshot; the version counts applied rounds
-        manifest = publish(store, bundle, out)
-        version = manifest["federated_version"]
-        published = {"version": str(manifest["version"]), "bundle": str(out)}
-    except PublishError as exc:  # the report still prints; the reason goes into it
-        version, published = (
-            FederatedStore(client, "demo", Breaker(1.0)).version(),
-            {"error": str(exc)},
-        )
+        version = FederatedStore(client, PREFIX, Breaker(1.0)).version()
     finally:
         client.close()
     outcomes: Counter[str] = Counter()
@@ -100,7 +112,30 @@ def federated_summary(
         status = httpx.get(f"http://127.0.0.1:{a.ports['http']}/v1/status", timeout=2).json()
         outcomes.update(status.get("federated_rounds") or {})
     return {"rounds_applied": version, "device_outcomes": dict(outcomes),
-            "published": published}  # fmt: skip
+            "publications": loop.publications, "served": served_windows(loop.samples),
+            "validation": loop.validation.source, "registry": str(loop.kind_dir)}  # fmt: skip
+
+
+def model_loop(args: argparse.Namespace, models: Models, redis_url: str, cloud: Child) -> ModelLoop:
+    """The publisher and monitor of the loop, on the validation split of the demo's world."""
+    from tandem_core.signing import build_verifier
+    from training.gate import world_validation
+    from training.models_job import GATE_VALIDATION, serving_key
+
+    signer, _ = serving_key(spec_of(args))
+    verifier = build_verifier(None, models.public_key, models.public_key is None)
+    validation = world_validation(models.world, args.out / GATE_VALIDATION)
+    return ModelLoop(redis_url, PREFIX, models.bundle, validation, signer, verifier,
+                     cloud.ports["http"], SECRET)  # fmt: skip
+
+
+def served_copy(models: Models, workdir: Path) -> Models:
+    """The cloud serves a copy of the bundle's registry, so the loop's promotions stay in this
+    run and the next demo starts from the models job's bundle again."""
+    target = workdir / "registry" / models.bundle.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(models.bundle, target)
+    return replace(models, bundle=target)
 
 
 def start_cloud_side(
@@ -128,7 +163,7 @@ def start_cloud_side(
 
 def play_policy(
     args: argparse.Namespace, models: Models, world: World, cloud: Child, policy: str,
-    n_agents: int, workdir: Path, children: list[Child],
+    n_agents: int, workdir: Path, children: list[Child], report: FleetReport | None = None,
 ) -> tuple[PolicyRun, list[Child]]:  # fmt: skip
     """Start `n_agents` agents with `policy` (appended to `children`) and play the fleet on them."""
     agents = []
@@ -140,31 +175,58 @@ def play_policy(
     urls = [f"http://127.0.0.1:{a.ports['http']}" for a in agents]
     print(f"fleet on {len(agents)} agent(s), policy {policy} ...", flush=True)
     start = time.perf_counter()
-    fleet = run_fleet(world, urls, args.sessions, args.max_seconds, args.users, args.seed, policy)
+    fleet = run_fleet(world, urls, args.sessions, args.max_seconds, args.users, args.seed, policy,
+                      report=report)  # fmt: skip
     return PolicyRun(policy, fleet, time.perf_counter() - start, args.budget), agents
+
+
+def play_on(args: argparse.Namespace, world: World, agents: list[Child], loop: ModelLoop) -> None:
+    """Our agents play new sessions, in 10 s chunks, for `--loop-seconds` while the loop
+    publishes; then on until the last promotion has been served for `--after-seconds` (at
+    most 90 s more), so each promotion has steps after it to measure."""
+    urls = [f"http://127.0.0.1:{a.ports['http']}" for a in agents]
+    print(f"model loop: our fleet plays on for {args.loop_seconds:.0f} s+ ...", flush=True)
+    report, start, chunk = loop.reports[-1], time.monotonic(), 0
+    while True:
+        # sessions enough for the chunk; the plan is drawn up front, so not a huge number
+        run_fleet(world, urls, 2 * args.sessions, 10.0, args.users, args.seed + 1 + chunk,
+                  f"value-loop{chunk}", report=report)  # fmt: skip
+        chunk += 1
+        elapsed = time.monotonic() - start
+        if elapsed >= args.loop_seconds:
+            loop.stop_publishing()
+            if loop.settled(args.after_seconds) or elapsed >= args.loop_seconds + 90:
+                return
 
 
 def run_system(
     args: argparse.Namespace, models: Models, workdir: Path, federated: dict[str, object]
 ) -> list[PolicyRun]:
     world = World(models.world)
+    models = served_copy(models, workdir)
     runs: list[PolicyRun] = []
     children: list[Child] = []
-    trainers: list[Child] = []
     with running_redis() as redis:
         print(f"\nRedis: {redis.source} at {redis.url}", flush=True)
         try:
             cloud = start_cloud_side(args, models, redis.url, workdir, children)
-            for policy, n_agents in (("value", args.agents), ("always", 1), ("never", 1)):
-                run, agents = play_policy(
-                    args, models, world, cloud, policy, n_agents, workdir, children
-                )
-                runs.append(run)
-                trainers = trainers or (agents if policy == "value" else [])
-            if not args.no_train:
-                federated.update(federated_summary(
-                    redis.url, trainers, models.bundle, workdir.parent / "federated_bundle"
-                ))  # fmt: skip
+            # ours last: the compared passes before it run on the models job's ranker
+            for policy, n_agents in (("always", 1), ("never", 1)):
+                runs.append(play_policy(args, models, world, cloud, policy, n_agents, workdir,
+                                        children)[0])  # fmt: skip
+            loop = None if args.no_train else model_loop(args, models, redis.url, cloud)
+            report = FleetReport()
+            if loop is not None:
+                loop.reports.append(report)
+                loop.start()
+            run, agents = play_policy(args, models, world, cloud, "value", args.agents, workdir,
+                                      children, report)  # fmt: skip
+            runs.insert(0, run)
+            if loop is not None:
+                loop.reports.append(FleetReport())
+                play_on(args, world, agents, loop)
+                loop.stop()
+                federated.update(federated_summary(redis.url, agents, loop))
         finally:
             codes = {c.name: c.stop() for c in reversed(children)}
             print(f"\nstopped: {json.dumps(codes)}", flush=True)

@@ -75,14 +75,41 @@ def print_report(
             f"- federated training on our devices: {federated['rounds_applied']} round(s) applied "
             f"by the aggregator; device passes: {federated['device_outcomes']}"
         )
-        pub = federated.get("published")
-        if isinstance(pub, dict) and "error" in pub:
-            print(f"- federated model not published: {pub['error']}")
-        elif isinstance(pub, dict):
-            print(f"- federated model published as bundle {pub['version']} in {pub['bundle']} "
-                  "(serve it with CLOUD_BUNDLE_DIR)")  # fmt: skip
+        print_loop(federated)
         summary["federated"] = federated
     return summary
+
+
+def _auc(x: object) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "–"
+
+
+def print_loop(federated: dict[str, object]) -> None:
+    """The model loop: each publication's gate decision, then the versions the cloud served
+    over time with our fleet's expected reward per step under each."""
+    pubs = federated.get("publications") or []
+    served = federated.get("served") or []
+    assert isinstance(pubs, list) and isinstance(served, list)
+    print(f"\n## Model loop (gate on: {str(federated.get('validation', ''))[:70]}…)\n")
+    if not pubs:
+        print("- no federated round was applied while our fleet played: nothing published")
+    keys = ["t (s)", "candidate", "fl version", "decision", "candidate AUC", "current AUC",
+            "delta", "publish+gate (s)", "reason"]  # fmt: skip
+    rows = [
+        [p["t"], p.get("candidate", "–"), p["federated_version"],
+         "error" if "error" in p else ("promoted" if p["promoted"] else "refused"),
+         _auc(p.get("candidate_auc")), _auc(p.get("current_auc")), _auc(p.get("delta")),
+         p["publish_and_gate_s"], p.get("error") or p.get("reason")]
+        for p in pubs
+    ]  # fmt: skip
+    if rows:
+        print("\n".join(markdown_table(keys, rows)))
+    keys = ["served version", "from (s)", "to (s)", "our steps", "expected reward / step"]
+    rows = [[w["version"], w["from_s"], w["to_s"], w["steps"], w["reward_per_step"]]
+            for w in served]  # fmt: skip
+    print("\nServed by the cloud over time (our policy's fleet, pass + play-on):\n")
+    print("\n".join(markdown_table(keys, rows)))
+    print(f"- registry the replica served from: {federated.get('registry')}")
 
 
 def write_plot(runs: list[PolicyRun], path: Path) -> Path:

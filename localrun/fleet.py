@@ -105,12 +105,12 @@ def run_session(
 
 def run_fleet(
     world: World, agent_urls: list[str], sessions: int, max_seconds: float, users: int,
-    seed: int, tag: str, timeout_s: float = 2.0,
+    seed: int, tag: str, timeout_s: float = 2.0, report: FleetReport | None = None,
 ) -> FleetReport:  # fmt: skip
     """The first `sessions` sessions of the plan (the same ones for every policy compared),
     played by `users` concurrent app users, each session a new device id; stops taking new
-    sessions after `max_seconds`."""
-    report = FleetReport()
+    sessions after `max_seconds`. `report` (filled as it runs) lets a caller watch it."""
+    report = report if report is not None else FleetReport()
     plan = iter([s for s, _ in zip(session_plan(world, seed), range(sessions), strict=False)])
     plan_lock = threading.Lock()
     counter = iter(range(10**9))

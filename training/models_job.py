@@ -21,6 +21,7 @@ from simulator.scales import SCALES
 from simulator.world import WorldConfig
 
 VALUE_MODEL = Path("policy/request_value.onnx")  # under the spec's out directory
+GATE_VALIDATION = Path("gate_validation.npz")  # the held-out validation split the gate scores on
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
     """World statistics, the ranker's held-out table, then the device and value models."""
     from simulator.evaluation import TABLE_HEADER
     from simulator.pipeline import build_experiment
+    from training.gate import held_out_validation, save_validation
     from training.ranker.artifacts import save_ranker
     from training.ranker.train import (
         TrainConfig,
@@ -65,6 +67,7 @@ def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
 
     progress = sys.stderr.isatty()
     exp = build_experiment(cfg, progress=progress)
+    save_validation(held_out_validation(exp.held_out, cfg), cfg, spec.out / GATE_VALIDATION)
     print(f"\nWorld statistics (generated in {exp.seconds:.1f} s)\n")
     print(exp.stats.table(), flush=True)
     start = time.perf_counter()

@@ -40,13 +40,20 @@ def test_demo_topology_answers_every_app_request_within_budget(tmp_path: Path) -
     assert len(children) == 6 and not any(alive(pid) for pid in children.values())
     assert '"cloud": 0' in out.stdout and '"aggregator": 0' in out.stdout  # clean on SIGTERM
     federated = report["federated"]  # our devices checked in with the parameter server
-    assert federated["rounds_applied"] >= 0 and sum(federated["device_outcomes"].values()) > 0
-    published = Path(federated["published"]["bundle"])  # the federated model, ready to serve
-    assert f"+fl{federated['rounds_applied']}." in federated["published"]["version"]
-    assert (
-        json.loads((published / "manifest.json").read_text())["federated_version"]
-        == (federated["rounds_applied"])
-    )
+    assert sum(federated["device_outcomes"].values()) > 0
+    # the model loop: every publication was gated (its report on disk says the same), and the
+    # cloud served only the start version and promoted ones, the last promoted one last
+    gates = Path(federated["registry"]) / "gates"
+    promoted = []
+    for pub in federated["publications"]:
+        assert "error" not in pub, pub
+        saved = json.loads((gates / f"{pub['candidate']}.json").read_text())
+        assert saved["promoted"] == pub["promoted"]
+        assert f"+fl{pub['federated_version']}." in pub["candidate"]
+        promoted += [pub["candidate"]] if pub["promoted"] else []
+    served = [w["version"] for w in federated["served"]]
+    assert served and set(served[1:]) <= set(promoted)
+    assert served[-1] == (promoted[-1] if promoted else served[0])
     assert (tmp_path / "demo_report.png").stat().st_size > 10_000
 
 

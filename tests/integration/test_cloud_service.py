@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import math
+import time
 
 import grpc
 import httpx
@@ -163,17 +165,21 @@ def test_a_device_cannot_use_its_token_for_another_device(
 
 
 def test_budget_answers_429_and_resource_exhausted_past_the_rate(start_cloud: StartCloud) -> None:
-    server, services = start_cloud(budget_rate=2.0, budget_burst=5.0)
+    rate = 0.5
+    server, services = start_cloud(budget_rate=rate, budget_burst=5.0)
     http = f"http://127.0.0.1:{server.http_port}"
     headers = {"x-device-token": services.auth.token_for("b1")}
+    start = time.monotonic()
     codes = [
         httpx.post(f"{http}/v1/recommend", json=rest_body("b1"), headers=headers, timeout=5)
         for _ in range(12)
     ]
+    refilled = rate * (time.monotonic() - start)  # however slow the machine is today
     allowed = [r for r in codes if r.status_code == 200]
     refused = [r for r in codes if r.status_code == 429]
-    # a burst of 5 plus at most a couple of tokens refilled at 2/s while the calls ran
-    assert 5 <= len(allowed) <= 8 and len(allowed) + len(refused) == 12
+    # a burst of 5 plus the tokens refilled while the calls ran
+    assert 5 <= len(allowed) <= 5 + math.floor(refilled) and len(allowed) + len(refused) == 12
+    assert refused  # the test is only meaningful if the calls outran the refill
     assert int(refused[0].headers["Retry-After"]) >= 1
     assert float(refused[0].json()["retry_after_ms"]) > 0
     with pytest.raises(grpc.RpcError) as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,13 @@ from tandem_core.artifacts import (
     RANKER_ONNX,
     TABLES,
     digests,
+    read_manifest,
+    staged_dir,
     write_manifest,
 )
 from tandem_core.models.din import DinRanker, federated_dense, federated_rows
 from tandem_core.release import RANKER_BUNDLE, release_manifest
-from tandem_core.signing import Signer
+from tandem_core.signing import SIGNATURE, Signer
 
 
 def export_din(model: DinRanker, path: Path) -> None:
@@ -104,4 +108,33 @@ def write_bundle(
     }
     manifest = release_manifest(manifest, RANKER_BUNDLE, signer)
     write_manifest(out, manifest)
+    return manifest
+
+
+# what a source manifest says about how its own ranker was made: not inherited by a new one
+PROVENANCE = (SIGNATURE, "kind", "federated_version", "published_from", "trained_on")
+
+
+def write_ranker_version(
+    out: Path,
+    model: DinRanker,
+    source_dir: Path,
+    federated: dict[str, np.ndarray],
+    fields: Mapping[str, object],
+    kind: str,
+    signer: Signer | None = None,
+) -> dict[str, object]:
+    """A new version of the served bundle in `source_dir` with only the cloud's ranker replaced:
+    `model` as ranker.onnx, `federated` as federated.npz, the retrieval tables (and the rows
+    shipped to devices, with their embedding version) copied, so a replica can hot-swap it and
+    the devices' re-rankers still match. `fields` go over the source manifest (version, …)."""
+    with staged_dir(out) as tmp:
+        export_din(model, tmp / RANKER_ONNX)
+        shutil.copyfile(Path(source_dir) / TABLES, tmp / TABLES)
+        np.savez(tmp / FEDERATED, **federated)  # type: ignore[arg-type]
+        files = digests(tmp, BUNDLE_FILES)
+        source = {k: v for k, v in read_manifest(source_dir).items() if k not in PROVENANCE}
+        manifest = {**source, **fields, "published_from": source["version"], "sha256": files}
+        manifest = release_manifest(manifest, kind, signer)
+        write_manifest(tmp, manifest)
     return manifest

@@ -1,6 +1,8 @@
 """Trains the DIN ranker on the world's log, early-stopped on the validation split, and saves it.
 
 `python -m training.ranker.train --out artifacts/ranker [--scale small|default]`
+`python -m training.ranker.train --logs PATH --registry DIR`: retrain from logs, gated
+(`training.ranker.from_logs`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from simulator.pipeline import (
 )
 from simulator.scales import SCALES
 from tandem_core.models.din import DinConfig, DinRanker, esmm_loss
+from training.gate import REFUSED_EXIT, add_validation_arguments, print_report, verifier_from
 from training.ranker.artifacts import RankerManifest, save_ranker
 from training.ranker.bundle import write_bundle
 from training.ranker.scoring import DinScorer, rank
@@ -198,9 +201,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=sorted(SCALES), default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="retrain from these logs (training.ranker.from_logs) and gate it",
+    )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=Path("artifacts/registry"),
+        help="with --logs: the registry whose ranker_bundle is served",
+    )
+    parser.add_argument(
+        "--release-key",
+        type=Path,
+        default=None,
+        help="with --logs: sign the candidate (default $TANDEM_RELEASE_KEY_FILE)",
+    )
+    add_validation_arguments(parser, world=False)  # fmt: skip
     args = parser.parse_args(argv)
-    run(args.out, args.scale, args.seed, TrainConfig(epochs=args.epochs), progress=True)
-    return 0
+    if args.logs is None:
+        run(args.out, args.scale, args.seed, TrainConfig(epochs=args.epochs), progress=True)
+        return 0
+    from training.ranker.from_logs import retrain_from_logs
+    from training.release import signer_from
+
+    report = retrain_from_logs(
+        args.logs, args.registry, signer_from(args.release_key),
+        TrainConfig(epochs=args.epochs, seed=args.seed), args.valid_frac, args.tolerance,
+        verifier_from(args),
+    )  # fmt: skip
+    print_report(report)
+    return 0 if report.promoted else REFUSED_EXIT
 
 
 if __name__ == "__main__":
