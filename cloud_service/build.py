@@ -112,7 +112,8 @@ def build_defences(fl: FederatedSettings) -> Defences:
     return Defences(
         algorithm=fl.algorithm, clip_norm=fl.clip_norm, min_contributors=fl.min_contributors,
         trim=fl.trim, clip_median=fl.clip_median, clip_row_median=fl.clip_row_median,
-        row_aggregator=fl.row_aggregator,
+        row_aggregator=fl.row_aggregator, max_row_step=fl.max_row_step,
+        min_contributor_share=fl.min_contributor_share,
         max_correction=fl.max_correction or math.inf,  # the setting's 0 means uncapped
     )  # fmt: skip
 

@@ -117,3 +117,28 @@ class DeviceModelOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     detail: str
+
+
+class ScoredDeviceOut(BaseModel):
+    device_id: str
+    score: float | None  # None: the update was not finite
+
+
+class RoundContributionsOut(BaseModel):
+    """One round's contribution scores: how many, the extremes, who was left out."""
+
+    round_id: str
+    state: str  # applied | aborted
+    version: int  # the model version the updates were scored against
+    signal_version: int
+    version_distance: int  # version − signal_version: how stale the validation signal was
+    mode: str  # first_order | fisher
+    devices: int
+    excluded: list[str]
+    top: list[ScoredDeviceOut]  # highest first
+    bottom: list[ScoredDeviceOut]  # lowest first
+    at_ms: int
+
+
+class ContributionsOut(BaseModel):
+    rounds: list[RoundContributionsOut]  # newest first; empty until a round is scored

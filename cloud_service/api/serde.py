@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import base64
+import math
 
 from cloud_service.api.schemas import (
+    ContributionsOut,
     DeviceModelOut,
     EventsBody,
     RecommendBody,
     RecommendOut,
+    RoundContributionsOut,
+    ScoredDeviceOut,
     ScoredItemOut,
     VectorOut,
 )
 from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
 from cloud_service.errors import InvalidArgument
 from cloud_service.services.device_models import DeviceModelReply
+from cloud_service.store.federated_state import RoundContributions
 from protos.actions import BY_NAME
 
 
@@ -70,3 +75,19 @@ def device_model_to_body(reply: DeviceModelReply) -> DeviceModelOut:
         onnx_model="" if reply.not_modified else base64.b64encode(m.onnx_model).decode(),
         manifest="" if reply.not_modified else m.manifest,
     )  # fmt: skip
+
+
+def contributions_to_body(records: list[RoundContributions], k: int) -> ContributionsOut:
+    """The `k` highest and lowest scores of each round (non-finite ones count as lowest)."""
+    out = []
+    for r in records:
+        ranked = sorted(r.scores.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1])
+        scored = [
+            ScoredDeviceOut(device_id=d, score=None if math.isnan(s) else s) for d, s in ranked
+        ]
+        out.append(RoundContributionsOut(
+            round_id=r.round_id, state=r.state, version=r.version, signal_version=r.signal_version,
+            version_distance=r.version - r.signal_version, mode=r.mode, devices=len(r.scores),
+            excluded=list(r.excluded), top=scored[::-1][:k], bottom=scored[:k], at_ms=r.at_ms,
+        ))  # fmt: skip
+    return ContributionsOut(rounds=out)

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cloud_service.federated import contribution
 from cloud_service.federated.aggregate import fedlaavg_merge, most_outdated_first
+from cloud_service.federated.contribution import ContributionRule
 from cloud_service.federated.defences import Defences, aggregate, is_finite
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
+from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.store.federated_state import (
     FederatedState,
     NonFiniteModel,
+    RoundContributions,
     RoundInfo,
     StoredPush,
 )
@@ -61,6 +65,8 @@ class Aggregator:
     latest: dict[str, ModelUpdate] = field(default_factory=dict)
     last_round: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
+    contribution: ContributionRule = field(default_factory=ContributionRule)
+    no_signal_logged: bool = False
 
     def hold_lease(self) -> bool:
         return self.store.hold_lease(self.name, self.lease_ms)
@@ -134,6 +140,8 @@ class Aggregator:
             ))  # fmt: skip
         entry_ids = [e for e, _ in pushes]
         if len({u.device_id for u in updates}) >= rnd.quorum:
+            # scored (and the lowest left out) only once the quorum is reached on every push
+            record, updates = self._contributions(rnd, version, updates)
             fedla = self.defences.algorithm == "fedlaavg"
             memory = self._memory(version, updates) if fedla else Memory(updates, {}, [])
             ids, delta, dense = aggregate(memory.used, self.dim, self.defences)
@@ -146,12 +154,52 @@ class Aggregator:
                         d: (version + 1 if d in memory.remember else self.last_round[d])
                         for d in self.latest
                     }
+            self._record(record, state)
         else:
             self.store.finish_round(GROUP, rnd.round_id, entry_ids, "aborted")
             state = "aborted"
         log.info("round %s %s with %d updates", rnd.round_id, state, len(updates))
         self.buffer.clear()
         return state
+
+    def _contributions(
+        self, rnd: RoundInfo, version: int, updates: list[ModelUpdate]
+    ) -> tuple[RoundContributions | None, list[ModelUpdate]]:
+        """Each update's score on the stored validation signal nearest `version`, and the
+        updates kept once the rule's lowest share is left out. No (usable) signal: no scores,
+        every update kept."""
+        found = self.store.get_signal(version)
+        if found is None:
+            if not self.no_signal_logged:
+                log.info("no validation signal stored: contributions not scored")
+                self.no_signal_logged = True
+            return None, updates
+        try:
+            signal = contribution.decode_signal(found[1])
+            s = contribution.scores(updates, signal, self.contribution.mode)
+        except contribution.InvalidSignal as exc:
+            log.warning("validation signal at version %d unusable: %s", found[0], exc)
+            return None, updates
+        self.no_signal_logged = False
+        drop = set(contribution.lowest(s, self.contribution.exclude_share).tolist())
+        record = RoundContributions(
+            rnd.round_id, "open", version, found[0], self.contribution.mode,
+            {u.device_id: float(x) for u, x in zip(updates, s, strict=True)},
+            tuple(updates[k].device_id for k in sorted(drop)), int(time.time() * 1000),
+        )  # fmt: skip
+        if drop:
+            log.info("round %s: left out %s (lowest contribution)", rnd.round_id, record.excluded)
+        return record, [u for k, u in enumerate(updates) if k not in drop]
+
+    def _record(self, record: RoundContributions | None, state: str) -> None:
+        """Keep the round's scores; Redis failing here loses the record only (the round itself
+        was applied or abandoned atomically before)."""
+        if record is None:
+            return
+        try:
+            self.store.record_contributions(replace(record, state=state))
+        except StoreUnavailable:
+            log.warning("round %s: contribution scores not recorded (store down)", record.round_id)
 
     def _memory(self, version: int, fresh: list[ModelUpdate]) -> Memory:
         """FedLaAvg's set for this round: the fresh updates and every remembered one applied
@@ -218,6 +266,7 @@ def main() -> int:
     agg = Aggregator(
         store=fl, cfg=build_round_config(s.federated), dim=dim,
         defences=build_defences(s.federated), name=s.aggregator.name,
+        contribution=ContributionRule(s.federated.contrib_mode, s.federated.exclude_low_contrib),
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,4 +1,4 @@
-"""A round's aggregate under the configured defences: clipping, robust rows, contributor floor."""
+"""A round's aggregate under the configured defences: clipping, robust rows, floors, step bounds."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from cloud_service.federated.aggregate import fedavg_dense, fedsubavg, submodel_fedavg
 from cloud_service.federated.robust import (
+    bound_row_steps,
     clip_rows_to_median,
     clip_to_median,
     clip_update,
@@ -29,11 +30,13 @@ class Defences:
     algorithm: str = "fedsubavg"  # fedsubavg | fedavg | fedlaavg (FedSubAvg over latest updates)
     clip_norm: float = 0.0  # fixed L2 bound per update; 0 = none
     min_contributors: int = 1
+    min_contributor_share: float = 0.0  # floor also ≥ ceil(share × the round's devices)
     trim: float = 0.0  # trimmed-mean share per side: dense layers, and rows if trimmed_mean
     clip_median: bool = False  # clip every update to the round's median norm
     max_correction: float = math.inf  # cap of FedSubAvg's N / N_m (relative to FedAvg)
     clip_row_median: bool = False  # clip every row delta to the round's median row norm
     row_aggregator: str = "mean"  # mean (the algorithm's) | trimmed_mean | median
+    max_row_step: float = 0.0  # bound each row's step at this × the round's median; 0 = none
 
     def __post_init__(self) -> None:
         if self.row_aggregator not in ROW_AGGREGATORS:
@@ -56,7 +59,10 @@ def aggregate(
         ids, delta = submodel_fedavg(updates, dim)
     else:
         ids, delta = fedsubavg(updates, dim, d.max_correction)
-    keep = rows_with_contributors(updates, ids, d.min_contributors)
+    share = math.ceil(d.min_contributor_share * len(updates) - 1e-9)  # 0.07 × 100 is 7, not 8
+    keep = rows_with_contributors(updates, ids, max(d.min_contributors, share))
+    if d.max_row_step > 0:
+        delta[keep] = bound_row_steps(delta[keep], d.max_row_step)
     dense = trimmed_dense(updates, d.trim) if d.trim > 0 else fedavg_dense(updates)
     return ids[keep], delta[keep], dense
 

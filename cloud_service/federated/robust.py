@@ -42,9 +42,12 @@ def clip_to_median(updates: Sequence[ModelUpdate]) -> list[ModelUpdate]:
 def rows_with_contributors(
     updates: Sequence[ModelUpdate], ids: np.ndarray, minimum: int
 ) -> np.ndarray:
-    """Mask of `ids` held by at least `minimum` devices: rarer rows stay unchanged this round
-    (one device alone cannot move a row, and its row set is less exposed)."""
-    held = np.concatenate([u.item_ids for u in updates] or [np.empty(0, np.int64)])
+    """Mask of `ids` trained by at least `minimum` devices (count > 0: a decoy, pushed with a
+    zero delta and count 0, is no contributor): rarer rows stay unchanged this round (one
+    device alone cannot move a row, and its row set is less exposed)."""
+    held = np.concatenate(
+        [u.item_ids[u.row_counts > 0] for u in updates] or [np.empty(0, np.int64)]
+    )
     uniq, counts = np.unique(held, return_counts=True)
     count = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
     return np.array([count.get(int(i), 0) >= minimum for i in ids], dtype=bool)
@@ -115,3 +118,17 @@ def robust_rows(
     for k, group in enumerate(np.split(deltas, starts[1:])):
         out[k] = np.median(group, axis=0) if rule == "median" else trimmed_mean(group, trim)
     return uniq, out.astype(np.float32)
+
+
+def bound_row_steps(delta: np.ndarray, factor: float) -> np.ndarray:
+    """Scale every aggregated row step above `factor` × the round's median row-step norm (over
+    the rows that moved) down to that bound. Our addition, not from a paper: a row only
+    colluders hold gets their mean (FedSubAvg's correction undoes their small share), a step
+    far above an honest row's; bounded, it moves at most a typical row's step per round."""
+    norms = np.linalg.norm(delta.astype(np.float64), axis=1)
+    moved = norms[norms > 0]
+    if not len(moved) or factor <= 0:
+        return delta
+    bound = factor * float(np.median(moved))
+    scale = np.minimum(1.0, bound / np.maximum(norms, 1e-300))
+    return (delta * scale[:, None]).astype(np.float32)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from cloud_service.auth import DeviceAuth
 from cloud_service.errors import InvalidArgument, Unavailable
 from cloud_service.federated.rounds import RoundConfig, staleness_weight
 from cloud_service.store.base import StoreUnavailable
-from cloud_service.store.federated_state import FederatedState, RoundInfo
+from cloud_service.store.federated_state import FederatedState, RoundContributions, RoundInfo
 from tandem_core.federated import update as update_codec
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate, UpdateLimits
 
@@ -84,6 +84,11 @@ class FederatedService:
             update_codec.check(push, self.limits)
         except InvalidUpdate as exc:
             raise InvalidArgument(str(exc)) from None
+        # a push without rows is a dense-only update (accepted); stored as (0, dim) rows, so the
+        # aggregator's row math sees the model's width whatever empty shape the device sent
+        push = replace(
+            push, row_deltas=push.row_deltas.reshape(len(push.item_ids), self.limits.dim)
+        )
         try:
             if staleness_weight(self.store.version(), push.base_version, self.cfg) is None:
                 return PushReceipt(False, "stale", "")
@@ -92,3 +97,10 @@ class FederatedService:
         except StoreUnavailable as exc:
             raise Unavailable("update stream unavailable; not stored, retry") from exc
         return PushReceipt(outcome in ("accepted", "duplicate"), outcome, entry)
+
+    def contributions(self, rounds: int) -> list[RoundContributions]:
+        """The latest rounds' contribution scores, newest first (the aggregator records them)."""
+        try:
+            return self.store.contributions(rounds)
+        except StoreUnavailable as exc:
+            raise Unavailable("federated state unavailable; retry later") from exc

@@ -7,19 +7,25 @@ pending per consumer until acked; the lease and the push deadline read an inject
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from cloud_service.store.federated_state import (
+    CONTRIBUTIONS_KEPT,
     SEEN_TTL_MS,
+    RoundContributions,
     RoundInfo,
     RoundNotCurrent,
     StoredPush,
     applied,
+    signal_version_for,
+    signals_to_drop,
 )
 
 PAGE = 500  # entries per read of new ones, as the Redis store's XREADGROUP COUNT
@@ -47,7 +53,7 @@ class MemoryFederatedState:
         self._dense: dict[str, np.ndarray] = {}
         self._devices: set[str] = set()
         self._round: RoundInfo | None = None
-        self._pushed: dict[str, str] = {}  # device -> update id, in the current round
+        self._pushed: dict[str, str] = {}  # device -> round id of its accepted push
         self._latest: dict[str, tuple[int, bytes]] = {}  # FedLaAvg: device -> (version, update)
         self._seen: dict[str, str] = {}  # update id -> entry id of its first push
         self._seen_until_ms = 0.0
@@ -55,6 +61,8 @@ class MemoryFederatedState:
         self._last_id = (0, 0)
         self._groups: dict[str, _Group] = {}
         self._lease: tuple[str, float] | None = None  # holder, expiry in clock seconds
+        self._signals: dict[int, bytes] = {}  # model version -> encoded validation signal
+        self._contributions: deque[RoundContributions] = deque(maxlen=CONTRIBUTIONS_KEPT)
 
     def _now_ms(self) -> float:
         return self.clock() * 1000
@@ -123,12 +131,12 @@ class MemoryFederatedState:
                 self._seen.clear()
             if update_id in self._seen:
                 return "duplicate", self._seen[update_id]
-            if device_id in self._pushed:
+            if self._pushed.get(device_id) == round_id:
                 return "already_pushed", ""
             entry_id = self._next_id(now_ms)
             self._stream[entry_id] = StoredPush(entry_id, round_id, update_id, bytes(payload))
             self._seen[update_id] = entry_id
-            self._pushed[device_id] = update_id
+            self._pushed[device_id] = round_id
             self._seen_until_ms = now_ms + SEEN_TTL_MS
             self._arrived.notify_all()
             return "accepted", entry_id
@@ -223,6 +231,26 @@ class MemoryFederatedState:
     def latest_updates(self) -> dict[str, tuple[int, bytes]]:
         with self._lock:
             return dict(self._latest)
+
+    # --- contribution estimates ---------------------------------------------------------------
+    def put_signal(self, version: int, payload: bytes) -> None:
+        with self._lock:
+            self._signals[int(version)] = bytes(payload)
+            for old in signals_to_drop(self._signals):
+                del self._signals[old]
+
+    def get_signal(self, version: int) -> tuple[int, bytes] | None:
+        with self._lock:
+            at = signal_version_for(self._signals, version)
+            return None if at is None else (at, self._signals[at])
+
+    def record_contributions(self, record: RoundContributions) -> None:
+        with self._lock:
+            self._contributions.appendleft(record)
+
+    def contributions(self, n: int) -> list[RoundContributions]:
+        with self._lock:
+            return list(itertools.islice(self._contributions, max(n, 0)))
 
     # --- the aggregator lease ---------------------------------------------------------------
     def hold_lease(self, name: str, lease_ms: int) -> bool:

@@ -16,20 +16,27 @@ import redis
 
 from cloud_service.store.breaker import Breaker
 from cloud_service.store.federated_state import (
+    CONTRIBUTIONS_KEPT,
     SEEN_TTL_MS,
     NonFiniteModel,
+    RoundContributions,
     RoundInfo,
     RoundNotCurrent,
     StoredPush,
     applied,
+    signal_version_for,
+    signals_to_drop,
 )
 
 PAGE = 500  # stream entries per XREADGROUP / XAUTOCLAIM call
 
 # Accept a push only into the open round, from a selected device, before the deadline, once per
 # update id and one update per device per round; append it to the stream and remember its entry
-# id and the device, all atomically. A retry of the same update id stays `duplicate`.
-# KEYS: round, selected, seen, updates, pushed (device -> update id, this round)
+# id and the device, all atomically. A retry of the same update id stays `duplicate`. The
+# pushed hash maps a device to the round it pushed in, and only the open round's id counts, so
+# an entry left from another round (open_round clears the hash in the same MULTI as it writes
+# the round, but nothing else depends on that) can neither block nor stand in for a push.
+# KEYS: round, selected, seen, updates, pushed (device -> round id of its accepted push)
 # ARGV: update id, round id, device id, payload, seen TTL.
 PUSH = """
 local state = redis.call('HMGET', KEYS[1], 'id', 'state', 'deadline_ms')
@@ -40,10 +47,10 @@ if now_ms > tonumber(state[3]) then return {'late', ''} end
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then return {'not_selected', ''} end
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
 if seen then return {'duplicate', seen} end
-if redis.call('HEXISTS', KEYS[5], ARGV[3]) == 1 then return {'already_pushed', ''} end
+if redis.call('HGET', KEYS[5], ARGV[3]) == ARGV[2] then return {'already_pushed', ''} end
 local id = redis.call('XADD', KEYS[4], '*', 'round', ARGV[2], 'update', ARGV[1], 'push', ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[1], id)
-redis.call('HSET', KEYS[5], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return {'accepted', id}
 """
@@ -75,6 +82,7 @@ class FederatedStore:
         self.k_selected, self.k_seen, self.k_updates = f"{k}:selected", f"{k}:seen", f"{k}:updates"
         self.k_leader, self.k_pushed = f"{k}:round:leader", f"{k}:round:pushed"
         self.k_latest, self.k_latest_at = f"{k}:latest", f"{k}:latest:version"
+        self.k_signals, self.k_contrib = f"{k}:signals", f"{k}:contrib"
         self.push_script = client.register_script(PUSH)
         self.lease_script = client.register_script(LEASE)
 
@@ -306,6 +314,42 @@ class FederatedStore:
             pipe.hgetall(self.k_latest_at)
             payloads, versions = pipe.execute()
         return {d.decode(): (int(versions[d]), p) for d, p in payloads.items() if d in versions}
+
+    # --- contribution estimates ---------------------------------------------------------------
+    def put_signal(self, version: int, payload: bytes) -> None:
+        """HSET then drop the versions past SIGNALS_KEPT (two jobs racing keep a few more for a
+        moment, never fewer)."""
+        with self.breaker.guard():
+            self.client.hset(self.k_signals, str(int(version)), payload)
+            kept = [int(v) for v in self.client.hkeys(self.k_signals)]  # type: ignore[union-attr]
+            if drop := signals_to_drop(kept):
+                self.client.hdel(self.k_signals, *(str(v) for v in drop))
+
+    def get_signal(self, version: int) -> tuple[int, bytes] | None:
+        with self.breaker.guard():
+            for _ in range(3):  # a concurrent put may drop the version just listed: re-list
+                kept = [int(v) for v in self.client.hkeys(self.k_signals)]  # type: ignore[union-attr]
+                at = signal_version_for(kept, version)
+                if at is None:
+                    return None
+                payload: Any = self.client.hget(self.k_signals, str(at))
+                if payload is not None:
+                    return at, bytes(payload)
+        return None
+
+    def record_contributions(self, record: RoundContributions) -> None:
+        with self.breaker.guard():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lpush(self.k_contrib, record.to_json())
+            pipe.ltrim(self.k_contrib, 0, CONTRIBUTIONS_KEPT - 1)
+            pipe.execute()
+
+    def contributions(self, n: int) -> list[RoundContributions]:
+        if n <= 0:
+            return []
+        with self.breaker.guard():
+            raw: Any = self.client.lrange(self.k_contrib, 0, n - 1)
+        return [RoundContributions.from_json(r) for r in raw]
 
     def ack(self, group: str, entry_ids: list[str]) -> None:
         """Drop entries that belong to no current round (late arrivals of a finished round)."""

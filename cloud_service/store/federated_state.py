@@ -7,14 +7,18 @@ The parameter server (`FederatedService`) and the aggregator see only this proto
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
 
 # How long a push's update id is remembered for de-duplication, after the latest push.
 SEEN_TTL_MS = 7 * 86_400_000
+SIGNALS_KEPT = 3  # validation signals kept, newest model versions first
+CONTRIBUTIONS_KEPT = 50  # rounds whose contribution scores are kept
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,42 @@ class StoredPush:
     round_id: str
     update_id: str
     payload: bytes  # the encoded ModelUpdate
+
+
+@dataclass(frozen=True)
+class RoundContributions:
+    """A round's contribution scores (cloud_service/federated/contribution.py), as recorded."""
+
+    round_id: str
+    state: str  # what the round ended in: applied | aborted
+    version: int  # the model version the round's updates were scored against
+    signal_version: int  # the version the validation signal was computed at
+    mode: str  # first_order | fisher
+    scores: dict[str, float]  # device id -> score (higher: more useful)
+    excluded: tuple[str, ...] = ()  # devices left out of the aggregate for a low score
+    at_ms: int = 0  # wall clock, ms since the epoch
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["scores"] = {k: (v if math.isfinite(v) else None) for k, v in self.scores.items()}
+        return json.dumps(d | {"excluded": list(self.excluded)})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> RoundContributions:
+        d = json.loads(raw)
+        scores = {k: math.nan if v is None else float(v) for k, v in d["scores"].items()}
+        return cls(**(d | {"scores": scores, "excluded": tuple(d["excluded"])}))
+
+
+def signal_version_for(versions: Iterable[int], version: int) -> int | None:
+    """Which stored signal `get_signal(version)` answers (both implementations share it)."""
+    kept = sorted(versions)
+    below = [v for v in kept if v <= version]
+    return below[-1] if below else (kept[0] if kept else None)
+
+
+def signals_to_drop(versions: Iterable[int]) -> list[int]:
+    return sorted(versions, reverse=True)[SIGNALS_KEPT:]
 
 
 class RoundNotCurrent(RuntimeError):
@@ -136,6 +176,25 @@ class FederatedState(Protocol):
     def latest_updates(self) -> dict[str, tuple[int, bytes]]:
         """FedLaAvg's memory: device -> (the version its latest update was applied at, the
         encoded update). Kept in the state so another aggregator continues it."""
+        ...
+
+    # --- contribution estimates ---------------------------------------------------------------
+    def put_signal(self, version: int, payload: bytes) -> None:
+        """Store a validation signal (encoded) computed at model `version`, replacing one of the
+        same version; only the SIGNALS_KEPT newest versions are kept."""
+        ...
+
+    def get_signal(self, version: int) -> tuple[int, bytes] | None:
+        """(its version, the encoded signal): the newest at or below `version`, else the oldest
+        above it (a model reset under a kept signal); None when there is none."""
+        ...
+
+    def record_contributions(self, record: RoundContributions) -> None:
+        """Keep a round's scores; only the CONTRIBUTIONS_KEPT latest rounds are kept."""
+        ...
+
+    def contributions(self, n: int) -> list[RoundContributions]:
+        """The `n` latest rounds' scores, newest first."""
         ...
 
     # --- the aggregator lease ---------------------------------------------------------------

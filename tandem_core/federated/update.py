@@ -60,7 +60,7 @@ def to_proto(u: ModelUpdate) -> pb.PushRequest:
     return pb.PushRequest(
         device_id=u.device_id, round_id=u.round_id, update_id=u.update_id,
         base_version=u.base_version, item_ids=u.item_ids.tolist(),
-        row_deltas=matrix_to_proto(u.row_deltas.reshape(len(u.item_ids), -1)),
+        row_deltas=matrix_to_proto(rows_2d(u.row_deltas, len(u.item_ids))),
         row_sample_counts=u.row_counts.tolist(),
         dense_deltas=[tensor_to_proto(n, a) for n, a in sorted(u.dense_deltas.items())],
         num_samples=u.num_samples,
@@ -69,6 +69,14 @@ def to_proto(u: ModelUpdate) -> pb.PushRequest:
             decoy_pool_size=u.decoy_pool_size,
         ),
     )  # fmt: skip
+
+
+def rows_2d(rows: np.ndarray, n: int) -> np.ndarray:
+    """`rows` as an (n, dim) matrix. A push with no rows (a dense-only update) keeps its empty
+    shape: `reshape(0, -1)` of an empty array is ambiguous and numpy refuses it."""
+    if rows.ndim == 2:
+        return rows
+    return rows.reshape(n, -1) if rows.size else rows.reshape(n, 0)
 
 
 def from_proto(msg: pb.PushRequest) -> ModelUpdate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,8 +15,10 @@ from cloud_service.store.breaker import Breaker
 from cloud_service.store.federated_memory import MemoryFederatedState
 from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.store.federated_state import (
+    CONTRIBUTIONS_KEPT,
     FederatedState,
     NonFiniteModel,
+    RoundContributions,
     RoundInfo,
     RoundNotCurrent,
 )
@@ -344,3 +347,43 @@ def test_the_lease_has_one_holder_until_it_lapses(subject: Subject) -> None:
     subject.advance(0.3)
     assert state.hold_lease("b", 400)  # a stopped renewing: b takes over
     assert not state.hold_lease("a", 400)
+
+
+def test_signals_are_kept_per_version_and_the_nearest_one_below_is_answered(
+    subject: Subject,
+) -> None:
+    state = subject.state
+    assert state.get_signal(5) is None
+    state.put_signal(2, b"at-2")
+    assert state.get_signal(5) == (2, b"at-2")
+    assert state.get_signal(1) == (2, b"at-2")  # none at or below: the oldest above
+    state.put_signal(4, b"at-4")
+    state.put_signal(2, b"at-2 again")  # the same version replaces
+    assert state.get_signal(3) == (2, b"at-2 again")
+    assert state.get_signal(4) == state.get_signal(9) == (4, b"at-4")
+    state.put_signal(6, b"at-6")
+    state.put_signal(8, b"at-8")  # SIGNALS_KEPT (3) newest kept: 2 is dropped
+    assert state.get_signal(3) == (4, b"at-4")
+    assert state.get_signal(7) == (6, b"at-6")
+    assert state.get_signal(100) == (8, b"at-8")
+
+
+def test_contributions_are_kept_newest_first_and_capped(subject: Subject) -> None:
+    state = subject.state
+    assert state.contributions(5) == []
+    first = RoundContributions(
+        "r-1", "applied", 3, 2, "fisher", {"d1": 0.5, "d2": -1.25, "d3": math.nan}, ("d2",), 7
+    )
+    state.record_contributions(first)
+    got = state.contributions(5)
+    assert len(got) == 1 and got[0].scores["d1"] == 0.5 and math.isnan(got[0].scores["d3"])
+    assert (got[0].round_id, got[0].excluded, got[0].mode, got[0].signal_version) == (
+        "r-1", ("d2",), "fisher", 2,
+    )  # fmt: skip
+    for k in range(2, CONTRIBUTIONS_KEPT + 3):
+        state.record_contributions(RoundContributions(f"r-{k}", "aborted", k, 2, "first_order", {}))
+    latest = state.contributions(CONTRIBUTIONS_KEPT + 10)
+    assert len(latest) == CONTRIBUTIONS_KEPT
+    newest = CONTRIBUTIONS_KEPT + 2
+    assert [r.round_id for r in latest[:2]] == [f"r-{newest}", f"r-{newest - 1}"]
+    assert state.contributions(0) == []

@@ -10,6 +10,7 @@ import pytest
 from cloud_service.auth import DeviceAuth
 from cloud_service.federated.aggregate import fedsubavg
 from cloud_service.federated.aggregator import GROUP, Aggregator
+from cloud_service.federated.contribution import ContributionRule, ValidationSignal, encode_signal
 from cloud_service.federated.defences import Defences
 from cloud_service.federated.rounds import RoundConfig
 from cloud_service.services.federated import FederatedService
@@ -179,3 +180,39 @@ def test_fedlaavg_memory_lives_in_the_state_and_forgets_after_the_staleness_boun
         state.snapshot(range(N_ITEMS), DIM)[0][3:], start[3:]
     )  # fmt: skip
     assert {d: v for d, (v, _) in state.latest_updates().items()} == {"m-1": 2, "m-2": 3}
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_contribution_exclusion_uses_a_fitting_signal_and_ignores_one_that_does_not(
+    fits: bool,
+) -> None:
+    """The signal's gradient favours device m-0's step on row 0: with exclusion on, the lowest
+    (m-2, the largest step up the gradient on row 9) is left out; a signal of another row width
+    (a different model) is ignored: every update applied, nothing recorded."""
+    state = MemoryFederatedState()
+    service, auth = server(state)
+    width = DIM if fits else DIM + 1
+    grad = np.zeros((2, width))
+    grad[0], grad[1] = -1.0, 1.0  # rows 0 and 9: down on 0 helps, up on 9 hurts
+    sig = ValidationSignal(0, np.array([0, 9]), grad, np.ones((2, width)), damping=0.1)
+    state.put_signal(0, encode_signal(sig))
+    for device in DEVICES:
+        service.pull(device, "", [], auth.token_for(device))
+    agg = aggregator(state, "agg-a")
+    agg.contribution = ContributionRule("first_order", 0.34)  # ⌊0.34 × 3⌋ = 1
+    agg.step(block_ms=10)
+    before, _, _ = state.snapshot(range(N_ITEMS), DIM)
+    pushed = push_all(service, auth)
+    assert agg.step(block_ms=10) == "applied"
+    rows, _, _ = state.snapshot(range(N_ITEMS), DIM)
+    applied = pushed[:2] if fits else pushed
+    ids, delta = fedsubavg(applied, DIM)
+    np.testing.assert_allclose(rows[ids], before[ids] + delta, rtol=1e-6)
+    records = state.contributions(5)
+    if not fits:
+        assert records == []
+        return
+    [record] = records
+    # m-i pushes i+1 on rows i and 9: score −(−(i+1)·DIM·[i == 0] + (i+1)·DIM)
+    assert record.scores == pytest.approx({"m-0": 0.0, "m-1": -2.0 * DIM, "m-2": -3.0 * DIM})
+    assert record.excluded == ("m-2",) and record.state == "applied"

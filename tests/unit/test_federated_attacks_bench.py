@@ -1,4 +1,4 @@
-"""The attack benchmark's pure parts: the backdoor push, the influence score, the table."""
+"""The attack benchmark's pure parts: the backdoor push, the contribution report, the table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tandem_core.federated.update import ModelUpdate, UpdateLimits, check
-from training.federated.attacks import BACKDOOR_NORM, influence, influence_auc, table, with_backdoor
+from training.federated.attacks import BACKDOOR_NORM, table, with_backdoor
+from training.federated.contribution_eval import Scored, report
 
 pytestmark = pytest.mark.unit
 DIM = 4  # 2 embedding + 2 bias columns
@@ -33,20 +34,27 @@ def test_the_backdoor_push_raises_the_target_bias_within_every_bound(ids: list[i
     check(u, UpdateLimits(10, DIM, {"w": (2,)}, 10, max_row_norm=10.0, max_update_norm=100.0))
 
 
-def test_influence_is_the_gradient_dot_the_update() -> None:
-    rows = np.zeros((10, DIM))
-    rows[5] = 1.0
-    grad = (rows, {"w": np.array([2.0, -1.0])})
-    assert influence(honest([1, 5]), grad) == pytest.approx(4 * 0.01 + 0.2 - 0.1)
-    assert influence_auc([(1.0, True), (0.0, False), (0.5, False)]) == 1.0
-    assert math.isnan(influence_auc([(1.0, False)]))  # no hostile push: undefined
+def test_the_contribution_report_ranks_hostile_pushes_within_their_round() -> None:
+    # round 0: 10 pushes, the hostile one lowest; round 1: 10 pushes, the hostile one 3rd lowest
+    scored = [Scored(0, float(k), float(k), k == 0) for k in range(10)]
+    scored += [Scored(1, float(k), -float(k), k == 2) for k in range(10)]
+    got = report(scored)
+    assert got["bottom_decile_first_order"] == 0.5  # the decile of 10 is the lowest one
+    assert got["median_pct_first_order"] == pytest.approx((0 + 2 / 9) / 2)
+    assert got["bottom_decile_fisher"] == 0.5  # round 1 reversed: the hostile one is 8th lowest
+    assert got["median_pct_fisher"] == pytest.approx((0 + 7 / 9) / 2)
+    # AUC of a low score flagging hostile pushes: pooled over rounds
+    assert 0.5 < got["contrib_auc_first_order"] < 1.0
+    clean = report([Scored(0, 1.0, 1.0, False), Scored(0, 2.0, 2.0, False)])
+    assert all(math.isnan(v) for v in clean.values())  # no hostile push: undefined
 
 
 def test_the_table_compares_with_the_clean_undefended_run() -> None:
     def r(attack: str, kind: str, profile: str, auc: float) -> dict[str, object]:
         return {"attack": attack, "kind": kind, "profile": profile, "auc": auc, "round": 3,
                 "refused_honest": 0, "refused_hostile": 1, "abandoned": 0,
-                "target_rank": 10.0, "influence_auc": math.nan}  # fmt: skip
+                "target_rank": 10.0, "contrib_auc_fisher": 0.9}  # fmt: skip
 
     lines = table([r("clean", "clean", "none", 0.68), r("scaled 10 %", "scaled", "robust", 0.67)])
     assert lines[-1].startswith("| scaled 10 % | robust | 0.6700 | 0.6700 | -1.00 | 3 | 0 / 1 |")
+    assert lines[-1].endswith("| – / 0.900 | – / – | – / – |")  # a mode not run: –

@@ -25,6 +25,7 @@ PURE = (
     "cloud_service/federated/robust.py",
     "cloud_service/federated/rounds.py",
     "cloud_service/federated/defences.py",
+    "cloud_service/federated/contribution.py",
     "cloud_service/domain.py",
     "cloud_service/errors.py",
     "cloud_service/services/",

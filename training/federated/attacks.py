@@ -17,13 +17,14 @@ abandons the round, as the aggregator does). Attacks:
   sign-flipped update of its own data — each id within bounds, all alike.
 
 Profiles: `none` (no validation, plain FedSubAvg: the system before issue 15), `default` (the
-deployed settings: push limits, every update clipped to the round's median norm), `robust`
+deployed settings: push limits, median-norm clipping, the 1/6 contributor floor), `robust`
 (default + every row delta clipped to the round's median row norm + coordinate-wise trimmed mean
 10 % per side for rows and dense layers). Reported at the round validation AUC picks: held-out
-AUC, pushes refused (honest / hostile), and a contribution estimate: each push's first-order
-effect on the validation loss (gradient · update; Koh & Liang, "Understanding Black-box
-Predictions via Influence Functions", ICML 2017, first-order form), as the AUC of that score
-separating hostile from honest pushes.
+AUC, pushes refused (honest / hostile), and contribution scores (`contribution_eval.py`): each
+push's leave-one-out influence on the validation loss, first-order and with the diagonal
+Fisher (cloud_service/federated/contribution.py), as the AUC of a low score flagging hostile
+pushes and the hostile pushes' rank in their round. `default+exclude`: default + leaving out
+each round's 10 % lowest fisher scores (CLOUD_FL_EXCLUDE_LOW_CONTRIB=0.1).
 """
 
 from __future__ import annotations
@@ -41,14 +42,16 @@ import numpy as np
 import torch
 
 from cloud_service.build import build_defences, build_round_config
+from cloud_service.federated.contribution import exclude_lowest, scores
 from cloud_service.federated.defences import Defences, aggregate, is_finite
 from cloud_service.settings import FederatedSettings
-from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment
 from simulator.scales import SCALES
 from simulator.tables import markdown_table
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate, UpdateLimits, check
-from tandem_core.models.din import DinRanker, esmm_loss, federated_dense, federated_rows
+from tandem_core.models.din import DinRanker, federated_dense, federated_rows
+from training.federated import contribution_eval
+from training.federated.contribution_eval import Scored, Validation
 from training.federated.experiment import (
     Buckets,
     FedConfig,
@@ -81,7 +84,7 @@ ATTACKS = {
     "backdoor_10": Attack("backdoor", 0.1), "sybil_10": Attack("sybil", 0.1),
 }  # fmt: skip
 SCALE = {"sign_flip": -1.0, "scaled": -10.0, "sybil": -1.0}
-ROW_PARAMS = ("item_embedding.weight", "item_bias.weight")
+EXCLUDE_LOW_CONTRIB = {"default+exclude": 0.1}  # profile -> share of a round left out
 BACKDOOR_NORM = 1.0  # the target row's delta: CTR bias + 1.0 per push (hard bound: 10)
 
 
@@ -89,8 +92,18 @@ def profiles() -> dict[str, tuple[Defences, bool]]:
     """name -> (aggregation, push validation on)."""
     deployed = build_defences(FederatedSettings())
     robust = replace(deployed, clip_row_median=True, row_aggregator="trimmed_mean", trim=0.1)
+    # against a row only colluders hold (issue 15), each on clip_only (the deployed default
+    # before the 1/6 share floor): a fixed floor above the colluders' ~6 a round (= the share
+    # floor at 60 a round), per-device row clipping alone, each row's step ≤ the median step;
+    # floor1_4: the deployed default with the share floor at 1/4 instead of 1/6
+    clip_only = replace(deployed, min_contributor_share=0.0)
+    cold_rows = {"clip_only": (clip_only, True),
+                 "floor10": (replace(clip_only, min_contributors=10), True),
+                 "rowclip": (replace(clip_only, clip_row_median=True), True),
+                 "rowstep1": (replace(clip_only, max_row_step=1.0), True),
+                 "floor1_4": (replace(deployed, min_contributor_share=0.25), True)}  # fmt: skip
     return {"none": (Defences("fedsubavg"), False), "default": (deployed, True),
-            "robust": (robust, True)}  # fmt: skip
+            "robust": (robust, True), "default+exclude": (deployed, True), **cold_rows}  # fmt: skip
 
 
 def limits_for(model: DinRanker) -> UpdateLimits:
@@ -123,48 +136,6 @@ def scaled(u: ModelUpdate, s: float) -> ModelUpdate:
         u, row_deltas=(u.row_deltas * s).astype(np.float32),
         dense_deltas={k: (v * s).astype(np.float32) for k, v in u.dense_deltas.items()},
     )  # fmt: skip
-
-
-@dataclass
-class Validation:
-    """A fixed sample of validation impressions: the loss whose gradient scores each push."""
-
-    tensors: list[torch.Tensor]
-
-    @classmethod
-    def of(cls, exp: Experiment, n: int, seed: int) -> Validation:
-        valid, hist = exp.held_out.split.valid, exp.held_out.valid_history
-        idx = np.random.default_rng(seed).choice(len(valid.item), min(n, len(valid.item)), False)
-        return cls([
-            torch.from_numpy(hist[idx].astype(np.int64)),
-            torch.from_numpy(valid.item[idx].astype(np.int64))[:, None],
-            torch.from_numpy(valid.position[idx].astype(np.int64))[:, None],
-            torch.from_numpy(valid.click[idx].astype(np.float32))[:, None],
-            torch.from_numpy(valid.purchase[idx].astype(np.float32))[:, None],
-        ])  # fmt: skip
-
-    def gradient(self, model: DinRanker) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        model.train()
-        model.zero_grad()
-        esmm_loss(model, *self.tensors).backward()
-        emb, bias = model.item_embedding.weight.grad, model.item_bias.weight.grad
-        assert emb is not None and bias is not None
-        rows = torch.cat([emb, bias], 1)
-        dense = {
-            n: p.grad.numpy().copy()
-            for n, p in model.named_parameters()
-            if p.grad is not None and n not in ROW_PARAMS
-        }
-        model.zero_grad()
-        return rows.numpy().copy(), dense
-
-
-def influence(u: ModelUpdate, grad: tuple[np.ndarray, dict[str, np.ndarray]]) -> float:
-    """First-order change of the validation loss if `u` were applied alone: gradient · update
-    (positive: the push makes validation worse)."""
-    rows, dense = grad
-    score = float(np.sum(rows[u.item_ids].astype(np.float64) * u.row_deltas))
-    return score + sum(float(np.sum(dense[n] * d)) for n, d in u.dense_deltas.items() if n in dense)
 
 
 def target_rank(model: DinRanker, exp: Experiment, target: int, n_hist: int = 48) -> float:
@@ -200,17 +171,18 @@ def run_one(
     sampling = torch.from_numpy(np.sqrt(clicks + 1.0))
     best: dict[str, Any] = {"valid_auc": -1.0, "round": 0, "state": None}
     refused = {"honest": 0, "hostile": 0}
-    scores: list[tuple[float, bool]] = []
+    scored: list[Scored] = []
     abandoned, start = 0, time.perf_counter()
 
     def honest(user: int, device: str) -> ModelUpdate:
         own = with_negatives(tensors(exp, data[user]), sampling, cfg.negatives, gen)
         seed = int(torch.randint(1 << 31, (1,), generator=gen))
         u = local_update(model, own, cfg, seed, device, cfg.local_lr, categories)
-        return replace(u, update_id=f"{device}-{len(scores)}")
+        return replace(u, update_id=f"{device}-{len(scored)}")
 
+    needs_signal = attack.kind != "clean" or profile in EXCLUDE_LOW_CONTRIB
     for r in range(cfg.rounds):
-        grad = val.gradient(model)
+        signal = val.signal(model, r) if needs_signal else None
         sybil_update: ModelUpdate | None = None
         updates: list[ModelUpdate] = []
         for device in rng.choice(np.array(pool), min(cfg.devices_per_round, len(pool)), False):
@@ -229,7 +201,8 @@ def run_one(
                     u = with_backdoor(u, target, d_emb)
                 elif hostile:
                     u = scaled(u, SCALE[attack.kind])
-            scores.append((influence(u, grad), hostile))
+            if signal is not None:
+                scored.append(contribution_eval.score(u, signal, r, hostile))
             if validate_pushes:
                 try:
                     check(u, limits)
@@ -237,6 +210,9 @@ def run_one(
                     refused["hostile" if hostile else "honest"] += 1
                     continue
             updates.append(u)
+        if signal is not None and profile in EXCLUDE_LOW_CONTRIB:  # as the aggregator does
+            share = EXCLUDE_LOW_CONTRIB[profile]
+            updates = exclude_lowest(updates, scores(updates, signal, "fisher"), share)
         ids, delta, dense = aggregate(updates, limits.dim, defences)
         if validate_pushes and not is_finite(delta, dense):
             abandoned += 1
@@ -256,24 +232,20 @@ def run_one(
         "seed": cfg.seed, "round": best["round"], "valid_auc": best["valid_auc"],
         "refused_honest": refused["honest"], "refused_hostile": refused["hostile"],
         "abandoned": abandoned, "seconds": time.perf_counter() - start,
-        "influence_auc": influence_auc(scores),
+        **contribution_eval.report(scored),
     }  # fmt: skip
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-        result["auc"] = evaluate_test(model, exp, Buckets.of(exp))["auc"]
+        held = evaluate_test(model, exp, Buckets.of(exp))
+        result["auc"], result["cold_auc"], result["tail_auc"] = (
+            held["auc"],
+            held["cold_auc"],
+            held["tail_auc"],
+        )
         result["target_rank"] = target_rank(model, exp, target)
     else:
         result["auc"], result["target_rank"] = math.nan, math.nan
     return result
-
-
-def influence_auc(scores: list[tuple[float, bool]]) -> float:
-    """AUC of the influence score separating hostile pushes (label 1) from honest ones."""
-    labels = np.array([h for _, h in scores], dtype=float)
-    if labels.min(initial=1) == labels.max(initial=0):
-        return math.nan
-    s = np.nan_to_num(np.array([x for x, _ in scores]), nan=0.0, posinf=1e300, neginf=-1e300)
-    return float(auc(labels, s))
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
@@ -283,8 +255,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     ref = float(np.mean(clean)) if clean else math.nan
     head = ["attack", "defences", "AUC at the validation-chosen round (per seed)", "mean AUC",
             "Δ vs clean undefended (points)", "rounds chosen", "pushes refused: honest / hostile",
-            "rounds abandoned", "target median rank",
-            "influence AUC (hostile vs honest)"]  # fmt: skip
+            "rounds abandoned", "target median rank", *contribution_eval.HEAD]  # fmt: skip
     rows = []
     for attack, profile in keys:
         rs = [r for r in results if r["attack"] == attack and r["profile"] == profile]
@@ -297,7 +268,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"{sum(r['refused_honest'] for r in rs)} / {sum(r['refused_hostile'] for r in rs)}",
             str(sum(r["abandoned"] for r in rs)),
             " / ".join(f"{r['target_rank']:.0f}" for r in rs),
-            " / ".join(fmt(r["influence_auc"]) for r in rs),
+            *contribution_eval.cells(rs),
         ])  # fmt: skip
     return markdown_table(head, rows)
 
@@ -313,11 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=FedConfig.devices_per_round)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(ATTACKS))
-    ap.add_argument("--profiles", nargs="+", choices=["none", "default", "robust"],
+    ap.add_argument("--profiles", nargs="+", choices=sorted(profiles()),
                     default=["none", "default", "robust"])  # fmt: skip
     ap.add_argument("--full-grid", action="store_true",
                     help="also the `default` profile against the 1 %% attacks")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--validation-size",
+        type=int,
+        default=4096,
+        help="validation impressions the contribution signal is computed on",
+    )
     ap.add_argument("--out", type=Path, default=Path("artifacts/federated_attacks"))
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                     help="only tabulate these attacks.json files")  # fmt: skip
@@ -335,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         cfg = FedConfig(rounds=args.rounds, devices_per_round=args.devices, seed=seed)
         target = int(np.random.default_rng(1000 + seed).choice(cold))
-        val = Validation.of(exp, 4096, seed)
+        val = Validation.of(exp, args.validation_size, seed)
         for name in args.attacks:
             for profile in args.profiles:
                 if profile == "default" and ATTACKS[name].share == 0.01 and not args.full_grid:
