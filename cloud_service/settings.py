@@ -143,14 +143,15 @@ class FederatedSettings(BaseSettings):
     max_correction: float = Field(0.0, ge=0)  # cap of FedSubAvg's N / N_m; 0 = uncapped
     min_contributors: int = Field(1, ge=1)  # devices that trained a row (count > 0) to move it
     min_contributor_share: float = Field(
-        1 / 6, ge=0, le=1,
-        description="The contributor floor is also ≥ ceil(share × the round's devices); 0 = off. "
-        "On by default (1/6: 10 of 60, 4 of 20, 1 below 7) against a backdoor on a cold item: "
-        "a row only colluders hold then moves only in rounds where they exceed the floor. "
-        "Measured with 10 % colluders (~6 of 60 a round), 10 rounds: the target went "
-        "2331 → 2329 and 650 → 116 (seeds 0, 1) instead of → rank 1, for −0.28 / −0.09 AUC "
-        "points on clean runs; 1/4 held it on both seeds for −0.82 / −0.50 (docs/benchmarks.md, "
-        "issue 15). A fixed count would not scale with the cohort.",
+        0.25, ge=0, le=1,
+        description="The contributor floor is also ≥ ceil(share × the round's pushers); 0 = off. "
+        "On by default (1/4: 15 of 60, 5 of 20, 1 up to 4) against a backdoor on a cold item: "
+        "a row only colluders hold moves only in rounds where they reach the floor. Measured "
+        "with 10 % colluders (~6 of 60 a round), 10 rounds, 3 seeds: the target stayed at its "
+        "clean rank (2514 / 541 / 1596 vs 2280 / 528 / 1790) for −0.53 AUC points on clean runs; "
+        "1/6 cost −0.11 but let it climb 650 → 116 and 1623 → 254 (docs/benchmarks.md, issue 15). "
+        "Rows below the floor learn from central retraining (training.ranker.train --logs). "
+        "A fixed count would not scale with the cohort.",
     )  # fmt: skip
     # bound each aggregated row step at this × the round's median row step; 0 = none
     max_row_step: float = Field(0.0, ge=0)

@@ -17,7 +17,7 @@ abandons the round, as the aggregator does). Attacks:
   sign-flipped update of its own data — each id within bounds, all alike.
 
 Profiles: `none` (no validation, plain FedSubAvg: the system before issue 15), `default` (the
-deployed settings: push limits, median-norm clipping, the 1/6 contributor floor), `robust`
+deployed settings: push limits, median-norm clipping, the 1/4 contributor floor), `robust`
 (default + every row delta clipped to the round's median row norm + coordinate-wise trimmed mean
 10 % per side for rows and dense layers). Reported at the round validation AUC picks: held-out
 AUC, pushes refused (honest / hostile), and contribution scores (`contribution_eval.py`): each
@@ -84,7 +84,7 @@ ATTACKS = {
     "backdoor_10": Attack("backdoor", 0.1), "sybil_10": Attack("sybil", 0.1),
 }  # fmt: skip
 SCALE = {"sign_flip": -1.0, "scaled": -10.0, "sybil": -1.0}
-EXCLUDE_LOW_CONTRIB = {"default+exclude": 0.1}  # profile -> share of a round left out
+EXCLUDE_LOW_CONTRIB = {"default+exclude": 0.1, "floor1_6+exclude": 0.1}  # share left out
 BACKDOOR_NORM = 1.0  # the target row's delta: CTR bias + 1.0 per push (hard bound: 10)
 
 
@@ -93,15 +93,17 @@ def profiles() -> dict[str, tuple[Defences, bool]]:
     deployed = build_defences(FederatedSettings())
     robust = replace(deployed, clip_row_median=True, row_aggregator="trimmed_mean", trim=0.1)
     # against a row only colluders hold (issue 15), each on clip_only (the deployed default
-    # before the 1/6 share floor): a fixed floor above the colluders' ~6 a round (= the share
+    # before the share floor): a fixed floor above the colluders' ~6 a round (= a 1/6 share
     # floor at 60 a round), per-device row clipping alone, each row's step ≤ the median step;
-    # floor1_4: the deployed default with the share floor at 1/4 instead of 1/6
+    # floor1_4: the share floor at 1/4 (the deployed default since the 3-seed table), floor1_6
     clip_only = replace(deployed, min_contributor_share=0.0)
+    floor1_6 = replace(deployed, min_contributor_share=1 / 6)
     cold_rows = {"clip_only": (clip_only, True),
                  "floor10": (replace(clip_only, min_contributors=10), True),
                  "rowclip": (replace(clip_only, clip_row_median=True), True),
                  "rowstep1": (replace(clip_only, max_row_step=1.0), True),
-                 "floor1_4": (replace(deployed, min_contributor_share=0.25), True)}  # fmt: skip
+                 "floor1_4": (replace(deployed, min_contributor_share=0.25), True),
+                 "floor1_6": (floor1_6, True), "floor1_6+exclude": (floor1_6, True)}  # fmt: skip
     return {"none": (Defences("fedsubavg"), False), "default": (deployed, True),
             "robust": (robust, True), "default+exclude": (deployed, True), **cold_rows}  # fmt: skip
 
