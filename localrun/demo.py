@@ -219,13 +219,17 @@ def run_system(
             if loop is not None:
                 loop.reports.append(report)
                 loop.start()
-            run, agents = play_policy(args, models, world, cloud, "value", args.agents, workdir,
-                                      children, report)  # fmt: skip
-            runs.insert(0, run)
+            try:
+                run, agents = play_policy(args, models, world, cloud, "value", args.agents,
+                                          workdir, children, report)  # fmt: skip
+                runs.insert(0, run)
+                if loop is not None:
+                    loop.reports.append(FleetReport())
+                    play_on(args, world, agents, loop)
+            finally:  # the loop's threads never outlive the children they talk to
+                if loop is not None:
+                    loop.stop()
             if loop is not None:
-                loop.reports.append(FleetReport())
-                play_on(args, world, agents, loop)
-                loop.stop()
                 federated.update(federated_summary(redis.url, agents, loop))
         finally:
             codes = {c.name: c.stop() for c in reversed(children)}

@@ -76,34 +76,41 @@ class ModelLoop:
         return served[-1].t - served[last].t >= after_s
 
     def stop(self) -> None:
-        """Stop both threads (a publication under way finishes) after a last sample."""
+        """Stop both threads (a publication under way finishes) after a last sample; a
+        publisher still running after 120 s is recorded as such."""
         self._stop_publishing.set()
         self._threads[0].join(timeout=120)
+        if self._threads[0].is_alive():
+            self.publications.append({"error": "a publication was still running at the end"})
         self._sample()
         self._stop.set()
+        self._threads[1].join(timeout=10)
 
     def _publish_loop(self) -> None:
-        from training.federated.publish import PublishError, publish_gated
+        from training.federated.publish import publish_gated
 
         client = redis.Redis.from_url(self.redis_url, socket_timeout=30)
         store = FederatedStore(client, self.prefix, Breaker(1.0))
         published = 0  # version 0 is the served ranker itself: nothing to publish
         try:
             while not self._stop_publishing.wait(1.0):
-                version = store.version()
+                try:
+                    version = store.version()
+                except Exception:  # the store unreachable: ask again in a second
+                    continue
                 if version <= published:
                     continue
                 started = time.monotonic()
-                try:
+                try:  # any failure is this publication's outcome, recorded; the loop goes on
                     manifest, report = publish_gated(
                         store, self.kind_dir, self.validation, self.signer,
                         verifier=self.verifier, known_auc=self.known_auc,
                     )  # fmt: skip
                     published = int(manifest["federated_version"])
                     entry: dict[str, object] = {**asdict(report), "federated_version": published}
-                except (PublishError, OSError, ValueError) as exc:
+                except Exception as exc:  # PublishError, store, registry or gate errors
                     published = version
-                    entry = {"error": str(exc), "federated_version": version}
+                    entry = {"error": f"{type(exc).__name__}: {exc}", "federated_version": version}
                 entry["t"] = round(started - self._start, 1)
                 entry["publish_and_gate_s"] = round(time.monotonic() - started, 1)
                 self.publications.append(entry)
@@ -118,7 +125,7 @@ class ModelLoop:
             r = httpx.post(url, json={"device_id": device, "k": 1},
                            headers={"X-Device-Token": token}, timeout=2)  # fmt: skip
             return str(r.json()["model_version"]) if r.status_code == 200 else ""
-        except (httpx.HTTPError, ValueError, KeyError):
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return ""
 
     def _sample(self) -> None:

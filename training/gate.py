@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +34,13 @@ from simulator.scales import SCALES
 from simulator.world import WorldConfig
 from tandem_core.artifacts import ArtifactIntegrityError, write_atomic
 from tandem_core.onnx_session import cpu_session
-from tandem_core.release import BUNDLE_KINDS, current_version, set_current, version_dir
+from tandem_core.release import (
+    BUNDLE_KINDS,
+    check_version,
+    current_version,
+    set_current,
+    version_dir,
+)
 from tandem_core.signing import Verifier, build_verifier
 
 if TYPE_CHECKING:
@@ -128,6 +135,10 @@ def world_validation(cfg: WorldConfig, cache: Path | None = None) -> Validation:
     return v
 
 
+def _is_auc(x: object) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0  # NaN and ±inf fail both
+
+
 def best_promoted(kind_dir: Path, v: Validation) -> tuple[str, float] | None:
     """The best AUC a served version scored on this same validation set, from the gate reports
     (each report's candidate if promoted, and the current it was compared with): the bar a
@@ -138,11 +149,13 @@ def best_promoted(kind_dir: Path, v: Validation) -> tuple[str, float] | None:
             r = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(r, dict):
+            continue
         if r.get("validation") != v.source or r.get("n_examples") != len(v.item):
             continue
-        if r.get("promoted") and isinstance(r.get("candidate_auc"), float):
+        if r.get("promoted") and _is_auc(r.get("candidate_auc")) and r.get("candidate"):
             seen[str(r["candidate"])] = r["candidate_auc"]
-        if r.get("current") and isinstance(r.get("current_auc"), float):
+        if r.get("current") and _is_auc(r.get("current_auc")):
             seen[str(r["current"])] = r["current_auc"]
     return max(seen.items(), key=lambda kv: kv[1]) if seen else None
 
@@ -189,6 +202,9 @@ def gate(
     passes. The report is written before `current` moves. `known_auc` (version → AUC on this
     same validation set) spares scoring a version again when one process gates repeatedly."""
     kind_dir, start = Path(kind_dir), time.perf_counter()
+    check_version(candidate)  # a name, never a path: the report is written under it
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be finite and ≥ 0, not {tolerance}")
     current = current_version(kind_dir)
     try:
         new = load_bundle(version_dir(kind_dir, candidate), verifier)

@@ -143,7 +143,8 @@ class Aggregator:
             # scored (and the lowest left out) only once the quorum is reached on every push
             record, updates = self._contributions(rnd, version, updates)
             fedla = self.defences.algorithm == "fedlaavg"
-            memory = self._memory(version, updates) if fedla else Memory(updates, {}, [])
+            left_out = set(record.excluded) if record is not None else set()
+            memory = self._memory(version, updates, left_out) if fedla else Memory(updates, {}, [])
             ids, delta, dense = aggregate(memory.used, self.dim, self.defences)
             state = self._apply(rnd, entry_ids, (ids, delta, dense), memory)
             if state == "applied":
@@ -168,20 +169,21 @@ class Aggregator:
         """Each update's score on the stored validation signal nearest `version`, and the
         updates kept once the rule's lowest share is left out. No (usable) signal: no scores,
         every update kept."""
-        found = self.store.get_signal(version)
-        if found is None:
-            if not self.no_signal_logged:
-                log.info("no validation signal stored: contributions not scored")
-                self.no_signal_logged = True
-            return None, updates
-        try:
+        try:  # advisory: nothing about the signal may stop a round from being applied
+            found = self.store.get_signal(version)
+            if found is None:
+                if not self.no_signal_logged:
+                    log.info("no validation signal stored: contributions not scored")
+                    self.no_signal_logged = True
+                return None, updates
             signal = contribution.decode_signal(found[1])
             s = contribution.scores(updates, signal, self.contribution.mode)
-        except contribution.InvalidSignal as exc:
-            log.warning("validation signal at version %d unusable: %s", found[0], exc)
+        except Exception as exc:  # a corrupt or foreign signal, a store blip
+            log.warning("validation signal unusable, round scored by nothing: %r", exc)
             return None, updates
         self.no_signal_logged = False
-        drop = set(contribution.lowest(s, self.contribution.exclude_share).tolist())
+        keep = rnd.quorum
+        drop = set(contribution.lowest(s, self.contribution.exclude_share, keep).tolist())
         record = RoundContributions(
             rnd.round_id, "open", version, found[0], self.contribution.mode,
             {u.device_id: float(x) for u, x in zip(updates, s, strict=True)},
@@ -201,13 +203,15 @@ class Aggregator:
         except StoreUnavailable:
             log.warning("round %s: contribution scores not recorded (store down)", record.round_id)
 
-    def _memory(self, version: int, fresh: list[ModelUpdate]) -> Memory:
+    def _memory(self, version: int, fresh: list[ModelUpdate], left_out: set[str]) -> Memory:
         """FedLaAvg's set for this round: the fresh updates and every remembered one applied
         fewer than `latest_max_age` rounds ago (older ones are forgotten: a device away that
-        long would otherwise pull the model back towards where it was)."""
+        long would otherwise pull the model back towards where it was). A device whose update
+        was left out for a low contribution is forgotten too (its older update is no better)."""
         kept = {
             d: u for d, u in self.latest.items()
             if version - self.last_round.get(d, version) < self.cfg.latest_max_age
+            and d not in left_out
         }  # fmt: skip
         merged = fedlaavg_merge(kept, fresh)
         remember = {u.device_id: update_codec.encode(u) for u in fresh}

@@ -111,12 +111,12 @@ def scores(updates: Sequence[ModelUpdate], signal: ValidationSignal, mode: Mode)
     return out
 
 
-def lowest(scores: np.ndarray, share: float) -> np.ndarray:
+def lowest(scores: np.ndarray, share: float, keep: int = 1) -> np.ndarray:
     """Indices of the ⌊share · n⌋ lowest scores (NaN counts as lowest; ties: the earlier update
-    first), never all of them: at least one update is always kept, so exclusion cannot empty a
-    round that reached its quorum."""
+    first), never so many that fewer than `keep` (≥ 1; the aggregator passes the round's
+    quorum) remain: exclusion cannot take a round that reached its quorum below it."""
     n = len(scores)
-    k = min(math.floor(share * n + 1e-9), n - 1) if n else 0
+    k = min(math.floor(share * n + 1e-9), n - max(keep, 1)) if n else 0
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
     key = np.where(np.isnan(scores), -np.inf, scores)

@@ -349,7 +349,13 @@ class FederatedStore:
             return []
         with self.breaker.guard():
             raw: Any = self.client.lrange(self.k_contrib, 0, n - 1)
-        return [RoundContributions.from_json(r) for r in raw]
+        out = []
+        for r in raw:  # a record of another schema (an older replica's) is skipped, not a 500
+            try:
+                out.append(RoundContributions.from_json(r))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
 
     def ack(self, group: str, entry_ids: list[str]) -> None:
         """Drop entries that belong to no current round (late arrivals of a finished round)."""

@@ -79,7 +79,10 @@ def test_scores_are_recorded_per_round_and_the_ascent_push_scores_lowest(
 def test_with_exclusion_on_the_ascent_push_is_left_out_of_the_applied_aggregate(
     start_cloud: StartCloud,
 ) -> None:
-    server, services = start_cloud(**FL, fl_exclude_low_contrib=0.2, fl_contrib_mode="first_order")
+    fl_settings = {**FL, "fl_quorum_share": 0.8}  # quorum 5 of 6: one may be left out
+    server, services = start_cloud(
+        **fl_settings, fl_exclude_low_contrib=0.2, fl_contrib_mode="first_order"
+    )
     fl = services.settings.federated
     rule = ContributionRule(fl.contrib_mode, fl.exclude_low_contrib)  # as the aggregator's main
     store_signal(services, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -41,8 +42,8 @@ def server(state: FederatedState) -> tuple[FederatedService, DeviceAuth]:
     return FederatedService(auth, state, N_ITEMS, DIM, {"w": (2, 2)}, CFG), auth
 
 
-def aggregator(state: FederatedState, name: str) -> Aggregator:
-    return Aggregator(state, CFG, DIM, Defences(), name, rng=np.random.default_rng(0))
+def aggregator(state: FederatedState, name: str, cfg: RoundConfig = CFG) -> Aggregator:
+    return Aggregator(state, cfg, DIM, Defences(), name, rng=np.random.default_rng(0))
 
 
 def push_all(service: FederatedService, auth: DeviceAuth) -> list[ModelUpdate]:
@@ -198,7 +199,7 @@ def test_contribution_exclusion_uses_a_fitting_signal_and_ignores_one_that_does_
     state.put_signal(0, encode_signal(sig))
     for device in DEVICES:
         service.pull(device, "", [], auth.token_for(device))
-    agg = aggregator(state, "agg-a")
+    agg = aggregator(state, "agg-a", replace(CFG, quorum_share=0.6))  # quorum 2 of 3
     agg.contribution = ContributionRule("first_order", 0.34)  # ⌊0.34 × 3⌋ = 1
     agg.step(block_ms=10)
     before, _, _ = state.snapshot(range(N_ITEMS), DIM)
@@ -216,3 +217,34 @@ def test_contribution_exclusion_uses_a_fitting_signal_and_ignores_one_that_does_
     # m-i pushes i+1 on rows i and 9: score −(−(i+1)·DIM·[i == 0] + (i+1)·DIM)
     assert record.scores == pytest.approx({"m-0": 0.0, "m-1": -2.0 * DIM, "m-2": -3.0 * DIM})
     assert record.excluded == ("m-2",) and record.state == "applied"
+
+
+@pytest.mark.parametrize("signal", [b"not an npz", None])
+def test_exclusion_keeps_the_quorum_and_a_corrupt_signal_never_stops_a_round(
+    signal: bytes | None,
+) -> None:
+    """Quorum 3 of 3: exclusion (share 0.34) may leave out nobody; a corrupt stored signal
+    (or none) scores nothing and the round is applied with every update."""
+    state = MemoryFederatedState()
+    service, auth = server(state)
+    if signal is None:  # a fitting signal: scores recorded, but the quorum forbids leaving out
+        grad = np.zeros((2, DIM))
+        grad[0], grad[1] = -1.0, 1.0
+        signal = encode_signal(
+            ValidationSignal(0, np.array([0, 9]), grad, np.ones((2, DIM)), damping=0.1)
+        )
+    state.put_signal(0, signal)
+    for device in DEVICES:
+        service.pull(device, "", [], auth.token_for(device))
+    agg = aggregator(state, "agg-a")
+    agg.contribution = ContributionRule("first_order", 0.34)
+    agg.step(block_ms=10)
+    before, _, _ = state.snapshot(range(N_ITEMS), DIM)
+    pushed = push_all(service, auth)
+    assert agg.step(block_ms=10) == "applied"
+    rows, _, _ = state.snapshot(range(N_ITEMS), DIM)
+    ids, delta = fedsubavg(pushed, DIM)
+    np.testing.assert_allclose(rows[ids], before[ids] + delta, rtol=1e-6)
+    records = state.contributions(5)
+    assert all(r.excluded == () for r in records)
+    assert len(records) == (0 if signal == b"not an npz" else 1)

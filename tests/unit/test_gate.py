@@ -13,6 +13,7 @@ import torch
 
 from cloud_service.registry.bundle import load_bundle
 from simulator.loaders import BEHAVIOR_CODES, BehaviorLog, write_taobao_user_behavior
+from tandem_core.artifacts import ArtifactIntegrityError
 from tandem_core.models.din import DinConfig, DinRanker
 from tandem_core.onnx_session import cpu_session
 from tandem_core.release import (
@@ -188,3 +189,24 @@ def test_training_from_a_logs_file_writes_a_candidate_and_gates_it(
     assert current_version(kind_dir) == (candidate if saved["promoted"] else before)
     served = load_bundle(kind_dir / "versions" / candidate)
     assert served.embedding_version == load_bundle(kind_dir / "versions" / before).embedding_version  # type: ignore[operator]
+
+
+def test_hostile_gate_inputs_are_refused_and_corrupt_reports_ignored(
+    kind_dir: Path, tiny_artifacts: ArtifactDirs
+) -> None:
+    v = labelled_by(load_bundle(kind_dir).ranker_onnx, tiny_artifacts.n_items)
+    before = current_version(kind_dir)
+    with pytest.raises(ArtifactIntegrityError):
+        gate(kind_dir, "../../escaped", v)  # a name, never a path
+    assert not (kind_dir.parent.parent / "escaped.json").exists()
+    version = add_candidate(kind_dir, signer_of(tiny_artifacts), seed=16)
+    with pytest.raises(ValueError, match="tolerance"):
+        gate(kind_dir, version, v, tolerance=float("nan"))  # NaN would pass every comparison
+    (kind_dir / GATES).mkdir(exist_ok=True)
+    (kind_dir / GATES / "a.json").write_text("[1, 2]")
+    (kind_dir / GATES / "b.json").write_text('{"promoted": true, "candidate_auc": 0.5}')
+    forged = {"promoted": True, "candidate": "x", "candidate_auc": float("inf"),
+              "validation": v.source, "n_examples": len(v.item)}  # fmt: skip
+    (kind_dir / GATES / "c.json").write_text(json.dumps(forged))
+    report = gate(kind_dir, version, v, tolerance=1.0)  # none of them sets a bar
+    assert report.promoted and current_version(kind_dir) == version != before

@@ -128,5 +128,5 @@ def logs_validation(log: BehaviorLog, n_items: int, valid_frac: float, seed: int
         np.concatenate([split.valid.item, negatives]),
         np.concatenate([np.ones(n, np.int8), np.zeros(n, np.int8)]),
         f"logs tail: last {valid_frac:.0%} of {len(imp)} clicks by time (from "
-        f"{split.cut}), one popularity-sampled negative per click",
+        f"{split.cut}), one popularity-sampled negative per click (seed {seed})",
     )
