@@ -17,10 +17,13 @@ leaves `current` untouched. Exit status: 0 promoted, 3 refused.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TOLERANCE = 0.005
 GATES = "gates"
+LOCK = ".gate.lock"
 REFUSED_EXIT = 3
 
 
@@ -199,12 +203,38 @@ def gate(
     known_auc: dict[str, float] | None = None,
 ) -> GateReport:
     """Evaluate `candidate` (a version in `kind_dir`) against `current`; promote it if it
-    passes. The report is written before `current` moves. `known_auc` (version → AUC on this
+    passes; gates of one kind run one at a time (a lock file). The report is written before
+    `current` moves. `known_auc` (version → AUC on this
     same validation set) spares scoring a version again when one process gates repeatedly."""
-    kind_dir, start = Path(kind_dir), time.perf_counter()
+    kind_dir = Path(kind_dir)
     check_version(candidate)  # a name, never a path: the report is written under it
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be finite and ≥ 0, not {tolerance}")
+    with _one_gate_at_a_time(kind_dir):
+        return _gate(kind_dir, candidate, v, tolerance, verifier, known_auc)
+
+
+@contextmanager
+def _one_gate_at_a_time(kind_dir: Path) -> Iterator[None]:
+    """Gates of one kind in turn (an exclusive lock file), so two cannot both read the same
+    `current` and both promote."""
+    with open(kind_dir / LOCK, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _gate(
+    kind_dir: Path,
+    candidate: str,
+    v: Validation,
+    tolerance: float,
+    verifier: Verifier,
+    known_auc: dict[str, float] | None,
+) -> GateReport:
+    start = time.perf_counter()
     current = current_version(kind_dir)
     try:
         new = load_bundle(version_dir(kind_dir, candidate), verifier)
