@@ -3,6 +3,8 @@ HTTP, and with CLOUD_FL_EXCLUDE_LOW_CONTRIB on a gradient-ascent push is left ou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -102,3 +104,43 @@ def test_without_a_signal_nothing_is_scored_or_left_out(start_cloud: StartCloud)
     assert contributions(server).json() == {"rounds": []}
     for bad in ({"rounds": 0}, {"rounds": 10_000}, {"k": -1}):
         assert contributions(server, **bad).status_code == 422
+
+
+def test_the_signal_job_stores_a_signal_the_live_aggregator_scores_with(
+    start_cloud: StartCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m training.federated.contribution_signal --validation F` end to end: it reads the
+    federated model from this cloud's Redis, stores the signal under the model's version, and
+    the next round is scored with it (every pushing device, the ascent one lowest)."""
+    from training.federated.contribution_signal import ValidationLog, main
+
+    server, services = start_cloud(**FL)
+    s = services.settings
+    monkeypatch.setenv("CLOUD_REDIS_URL", s.store.redis_url)
+    monkeypatch.setenv("CLOUD_KEY_PREFIX", s.store.key_prefix)
+    monkeypatch.setenv("CLOUD_BUNDLE_DIR", str(s.models.bundle_dir))
+    rng = np.random.default_rng(3)
+    n = 48
+    history = rng.integers(0, ROW + 1, size=(n, 30))
+    history[:, :20] = -1
+    log = ValidationLog(
+        history, np.full(n, ROW), rng.integers(0, 4, n), (rng.random(n) < 0.5).astype(np.int8),
+        np.zeros(n, np.int8),
+    )  # fmt: skip
+    log.save(tmp_path / "val.npz")
+    assert main(["--validation", str(tmp_path / "val.npz"), "--sample", "32"]) == 0
+    fed = services.federated
+    assert fed is not None
+    found = fed.store.get_signal(fed.store.version())
+    assert found is not None
+    from cloud_service.federated.contribution import decode_signal
+
+    signal = decode_signal(found[1])
+    assert ROW in signal.row_ids.tolist() and signal.row_grad.shape[1] == DIM
+    assert np.isfinite(signal.row_grad).all() and (signal.row_fisher >= 0).all()
+    rule = ContributionRule("fisher", 0.0)
+    _, _, state = one_round(server, services, rule, "job")
+    assert state == "applied"
+    [record] = fed.store.contributions(1)
+    assert set(record.scores) == {*(f"h-{i}" for i in range(5)), "ascent"}
+    assert record.signal_version == found[0]
