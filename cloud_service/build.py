@@ -44,7 +44,7 @@ from cloud_service.store.redis_store import (
 )
 from tandem_core.artifacts import ArtifactIntegrityError
 from tandem_core.release import RERANKER, VALUE_MODEL
-from tandem_core.signing import Verifier, build_verifier
+from tandem_core.signing import Verifier, release_verifier
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,9 @@ def build_store(s: StoreSettings, client: redis.Redis | None = None) -> RedisSto
 def build_release_verifier(s: ModelSettings) -> Verifier:
     """The one public key artifacts must be signed by (a ReleaseKeyError without one, unless
     unsigned artifacts were allowed explicitly)."""
-    verifier = build_verifier(s.release_public_key, s.release_public_key_file, s.allow_unsigned)
-    if not verifier.signed:
-        log.warning("CLOUD_ALLOW_UNSIGNED: serving unsigned artifacts (development only)")
-    return verifier
+    return release_verifier(
+        s.release_public_key, s.release_public_key_file, s.allow_unsigned, "CLOUD_ALLOW_UNSIGNED"
+    )
 
 
 def recommender_of(s: ModelSettings, bundle: ServingBundle) -> OnlineRecommender:

@@ -24,7 +24,7 @@ from device_agent.settings import (
 )
 from device_agent.trainer.examples import ExampleStore, example_store
 from protos.auth import device_token
-from tandem_core.signing import Verifier, build_verifier
+from tandem_core.signing import Verifier, release_verifier
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,11 @@ def build_agent(s: DeviceSettings) -> Agent:
 
 
 def build_release_verifier(s: ModelSettings) -> Verifier:
-    """The one public key models must be signed by (a ReleaseKeyError without one, unless
-    unsigned models were allowed explicitly)."""
-    verifier = build_verifier(s.release_public_key, s.release_public_key_file, s.allow_unsigned)
-    if not verifier.signed:
-        log.warning("DEVICE_ALLOW_UNSIGNED: installing unsigned models (development only)")
-    return verifier
+    """The one public key artifacts must be signed by (a ReleaseKeyError without one, unless
+    unsigned artifacts were allowed explicitly)."""
+    return release_verifier(
+        s.release_public_key, s.release_public_key_file, s.allow_unsigned, "DEVICE_ALLOW_UNSIGNED"
+    )
 
 
 def build_forwarder(s: EventSettings, cloud: CloudClient) -> EventForwarder | None:

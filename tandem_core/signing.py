@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tandem_core.artifacts import ArtifactIntegrityError
+
+log = logging.getLogger(__name__)
 
 SIGNATURE = "signature"  # the manifest entry the signature travels in
 ALGORITHM = "ed25519"
@@ -169,3 +172,14 @@ def build_verifier(key_text: str | None, key_file: Path | None, allow_unsigned: 
         "no release public key: set ..._RELEASE_PUBLIC_KEY or ..._RELEASE_PUBLIC_KEY_FILE "
         "(or ..._ALLOW_UNSIGNED=true for development only)"
     )
+
+
+def release_verifier(
+    key_text: str | None, key_file: Path | None, allow_unsigned: bool, flag: str
+) -> Verifier:
+    """`build_verifier` for a process's start-up, with one warning (naming its `flag`) when it
+    runs on unsigned artifacts."""
+    verifier = build_verifier(key_text, key_file, allow_unsigned)
+    if not verifier.signed:
+        log.warning("%s: accepting unsigned artifacts (development only)", flag)
+    return verifier
