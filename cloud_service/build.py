@@ -43,7 +43,7 @@ from cloud_service.store.redis_store import (
     build_redis,
 )
 from tandem_core.artifacts import ArtifactIntegrityError
-from tandem_core.release import RERANKER, VALUE_MODEL
+from tandem_core.release import RERANKER, SHIFT_DETECTOR, VALUE_MODEL
 from tandem_core.signing import Verifier, release_verifier
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ def build_services(settings: CloudSettings, store: RedisStore | None = None) -> 
     n_items = recommender.bundle.n_items
     recommend = build_recommend(settings, store, auth, recommender)
     registries = build_registries(
-        {RERANKER: models.device_model_dir, VALUE_MODEL: models.value_model_dir}, verifier,
+        {RERANKER: models.device_model_dir, VALUE_MODEL: models.value_model_dir,
+         SHIFT_DETECTOR: models.shift_detector_dir}, verifier,
         embedding_version=lambda: recommend.recommender.bundle.embedding_version,
     )  # fmt: skip
     return CloudServices(

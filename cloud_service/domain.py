@@ -65,6 +65,8 @@ class Event:
     value: float = 0.0
     threshold: float = 0.0
     propensity: float = 1.0  # probability of the decision taken; 1.0 while nothing randomises
+    features: tuple[float, ...] = ()  # the request-value features the decision was made on
+    step: int = 0  # the device's page counter of the page that showed the item; 0 = unset
 
 
 @dataclass

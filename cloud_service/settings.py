@@ -51,6 +51,7 @@ class ModelSettings(BaseSettings):
     bundle_dir: Path = Path("artifacts/registry/ranker_bundle")
     device_model_dir: Path = Path("artifacts/registry/reranker")
     value_model_dir: Path | None = None  # the request-value model devices fetch; None: not served
+    shift_detector_dir: Path | None = None  # the learned interest-shift detector; None: not served
     # Artifacts must be signed by this Ed25519 key (PEM or base64 of the 32 raw bytes, or a file
     # holding either). No default: without one the replica refuses to start, unless unsigned
     # artifacts are allowed explicitly (development only; sha256 is then still checked).

@@ -14,7 +14,9 @@ from protos.actions import from_wire
 
 MAX_REQUEST_ID = 64
 MAX_TIMESTAMP_MS = 1 << 50  # far future; rejects garbage, not clocks
-MAX_DECISION = 1e6  # |value|, |threshold|: far beyond any reward scale; rejects garbage
+MAX_DECISION = 1e6  # |value|, |threshold|, |feature|: far beyond any scale; rejects garbage
+MAX_FEATURES = 32  # request-value features of a decision (12 today)
+MAX_STEP = 10**9  # a device session's page counter
 SOURCES = ("", "cloud", "local")
 BATCH_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # no braces: it goes inside a Redis key
 
@@ -69,13 +71,22 @@ def check_events(events: Sequence[Event], limit: int, n_items: int) -> None:
 
 
 def check_decision(e: Event) -> None:
-    """The logged decision: a known source, finite numbers, a propensity in (0, 1]."""
+    """The logged decision: a known source, finite numbers, a propensity in (0, 1], at most
+    32 finite features, a page counter up to 10^9."""
     if e.source not in SOURCES:
         raise InvalidArgument("events: source must be 'cloud', 'local' or empty")
     if not all(math.isfinite(x) and abs(x) < MAX_DECISION for x in (e.value, e.threshold)):
         raise InvalidArgument("events: value and threshold must be finite (|x| < 1e6)")
     if not (math.isfinite(e.propensity) and 0.0 < e.propensity <= 1.0):
         raise InvalidArgument("events: propensity must be in (0, 1]")
+    if len(e.features) > MAX_FEATURES:
+        raise InvalidArgument(
+            f"events: {len(e.features)} features, more than the limit of {MAX_FEATURES}"
+        )
+    if not all(math.isfinite(x) and abs(x) <= MAX_DECISION for x in e.features):
+        raise InvalidArgument("events: features must be finite (|x| <= 1e6)")
+    if not 0 <= e.step <= MAX_STEP:
+        raise InvalidArgument(f"events: step {e.step} out of range (0 to 10^9)")
 
 
 def check_batch_id(batch_id: str) -> None:

@@ -59,6 +59,7 @@ def events_from_proto(req: pb.ReportEventsRequest) -> list[Event]:
             e.item_id, parse_action(e.action, "events"), e.timestamp_ms, e.position, e.request_id,
             source=e.source, asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold,
             propensity=e.propensity or 1.0,  # 0 = unset: nothing randomised
+            features=tuple(e.features), step=e.step,
         )
         for e in req.events
     ]  # fmt: skip
@@ -70,6 +71,7 @@ def event_to_proto(e: Event) -> pb.Event:
         item_id=e.item_id, action=to_wire(e.action), timestamp_ms=e.timestamp_ms,
         position=e.position, request_id=e.request_id, source=e.source,
         asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold, propensity=e.propensity,
+        features=e.features, step=e.step,
     )  # fmt: skip
 
 

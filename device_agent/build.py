@@ -9,7 +9,13 @@ from typing import Any
 
 from device_agent.cloud_client import CloudClient
 from device_agent.forwarder import EventForwarder
-from device_agent.inference.models import ModelPoller, RerankerSlot, ValueModelSlot
+from device_agent.inference.models import (
+    ModelPoller,
+    RerankerSlot,
+    ShiftDetectorSlot,
+    ValueModelSlot,
+)
+from device_agent.policy.decision import Exploration
 from device_agent.policy.features import SessionView
 from device_agent.policy.pacing import Allowance, DualPacer
 from device_agent.service import AgentService
@@ -39,6 +45,7 @@ class Agent:
     trainer: Any = None  # TrainerLoop when federated training is on (torch imported only then)
     forwarder: EventForwarder | None = None  # app events → the cloud's ReportEvents, when on
     value_model: ValueModelSlot | None = None
+    shift_detector: ShiftDetectorSlot | None = None  # learned detector; None until one arrives
 
 
 def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
@@ -92,6 +99,9 @@ def build_agent(s: DeviceSettings) -> Agent:
     value_model = ValueModelSlot(threads=s.models.onnx_threads, verifier=verifier)
     if not value_model.refresh(cloud, s.agent.agent_id, timeout_s=5.0):
         log.info("no request-value model yet; deciding on the shift score until one arrives")
+    shift_detector = ShiftDetectorSlot(threads=s.models.onnx_threads, verifier=verifier)
+    if not shift_detector.refresh(cloud, s.agent.agent_id, timeout_s=5.0):
+        log.info("no shift detector yet; the shift score is the formula until one arrives")
     examples = None
     if s.trainer.enabled:
         examples = example_store(
@@ -103,14 +113,20 @@ def build_agent(s: DeviceSettings) -> Agent:
         cloud=cloud, reranker=reranker, value_model=value_model, pool_size=request_size(s),
         max_k=s.feed.max_k, policy=s.pacing.policy, pacer=build_pacer(s.pacing),
         examples=examples, forwarder=build_forwarder(s.events, cloud),
+        exploration=Exploration(s.pacing.exploration, s.pacing.exploration_ask_prob),
+        shift_detector=shift_detector,
     )  # fmt: skip
     poller = ModelPoller(
-        [reranker, value_model], cloud, s.agent.agent_id, interval_s=s.models.model_poll_s
-    )
+        [reranker, value_model, shift_detector], cloud, s.agent.agent_id,
+        interval_s=s.models.model_poll_s,
+    )  # fmt: skip
     trainer = build_trainer(s.trainer, examples, cloud) if examples is not None else None
     if trainer is not None:
         service.training = trainer.outcomes
-    return Agent(s, service, cloud, reranker, poller, trainer, service.forwarder, value_model)
+    return Agent(
+        s, service, cloud, reranker, poller, trainer, service.forwarder, value_model,
+        shift_detector,
+    )  # fmt: skip
 
 
 def build_release_verifier(s: ModelSettings) -> Verifier:

@@ -152,7 +152,7 @@ class CloudClient:
                     item_id=e.item_id, action=to_wire(e.action), timestamp_ms=e.timestamp_ms,
                     position=e.position, request_id=e.request_id, source=e.source,
                     asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold,
-                    propensity=e.propensity,
+                    propensity=e.propensity, features=e.features, step=e.step,
                 )
                 for e in events
             ],

@@ -31,3 +31,8 @@ HANDSHAKE_MISMATCH = Counter(
     "tandem_agent_handshake_mismatch_total",
     "Steps served in the cloud order: the pool's embedding version is not the re-ranker's",
 )
+MODEL_FAILURES = Counter(
+    "tandem_agent_model_failures_total",
+    "Decisions whose model raised and fell back (value model → shift; detector → formula)",
+    ["kind"],
+)

@@ -68,6 +68,8 @@ class ReportedEvent:
     value: float = 0.0
     threshold: float = 0.0
     propensity: float = 1.0  # of the decision taken; the policy does not randomise yet
+    features: tuple[float, ...] = ()  # the request-value features the decision was made on
+    step: int = 0  # the session's page counter of the page that showed the item; 0 = unset
 
 
 class CloudPort(Protocol):

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from device_agent import metrics
 from device_agent.forwarder import EventForwarder
-from device_agent.inference.models import RerankerSlot, ValueModelSlot
+from device_agent.inference.models import RerankerSlot, ShiftDetectorSlot, ValueModelSlot
 from device_agent.inference.reranker import OnnxReranker
+from device_agent.policy.decision import Exploration, RequestPolicy
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
 from device_agent.ports import CloudError, CloudList, CloudPort, ReportedEvent
@@ -21,6 +23,7 @@ from device_agent.session.state import DeviceSession, PageDecision, Pool
 from device_agent.trainer.examples import ExampleStore
 from protos.actions import NAMES, Action
 
+log = logging.getLogger(__name__)
 FROM_CLOUD = frozenset({"initial", "refill", "refreshed"})  # outcomes that serve a fresh list
 
 
@@ -35,6 +38,8 @@ class Decision:
     shift: float
     asked: bool
     outcome: str  # initial | refill | refreshed | kept | timeout | throttled | unavailable | error
+    propensity: float = 1.0  # P(the action taken); < 1 only where the policy randomised
+    features: tuple[float, ...] = ()  # what the value model saw (logged for training)
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ def reported(events: Sequence[AppEvent], s: DeviceSession) -> list[ReportedEvent
             continue
         out.append(ReportedEvent(
             e.item_id, e.action, e.timestamp_ms, pos, d.request_id, d.source, d.asked_cloud,
-            d.value, d.threshold, d.propensity,
+            d.value, d.threshold, d.propensity, d.features, d.step,
         ))  # fmt: skip
     return out
 
@@ -117,11 +122,18 @@ class AgentService:
         pacer: DualPacer | None = None,
         examples: ExampleStore | None = None,
         forwarder: EventForwarder | None = None,
+        exploration: Exploration | None = None,
+        seed: int | None = None,
+        shift_detector: ShiftDetectorSlot | None = None,
     ) -> None:
         self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
         self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
         self.policy = policy
         self.pacer = pacer or DualPacer(0.1)
+        self.request_policy = RequestPolicy(self.pacer, exploration)
+        self._initial_lam = self.pacer.lam
+        self._priced_for = "shift:"  # what λ was learned for: a value model version or "shift:"
+        self._rng = np.random.default_rng(seed)  # exploration draws (under the pacer lock)
         self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
@@ -129,14 +141,50 @@ class AgentService:
         self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
         self.forwarder = forwarder  # app events to the cloud's logs, when forwarding is on
         self.handshake = Handshake()
+        self.shift_detector = shift_detector  # the learned detector, when the registry has one
 
-    def _value(self, s: DeviceSession) -> tuple[float, float]:
-        shift = s.view.shift()
+    def _value(self, s: DeviceSession) -> tuple[float, float, np.ndarray]:
+        features = request_features(s.view)
+        shift = self._shift(s, float(features[0]))
         # the slot's model is read once: a hot swap never changes it inside one decision
         model = self.value_model.current if self.value_model is not None else None
-        if model is None:
-            return shift, shift
-        return model.value(request_features(s.view)), shift
+        if model is None:  # the rule decides on the shift: λ is in the detector's units
+            detector = self.shift_detector.version if self.shift_detector is not None else ""
+            self._reprice("shift:" + detector)
+            return shift, shift, features
+        self._reprice(self.value_model.version if self.value_model is not None else "")
+        try:
+            return model.value(features), shift, features
+        except Exception:  # a model that cannot run never fails the app's page
+            log.exception("value model failed; deciding on the shift score")
+            metrics.MODEL_FAILURES.labels("value_model").inc()
+            return shift, shift, features
+
+    def _shift(self, s: DeviceSession, formula: float) -> float:
+        """The learned detector's P(interest moved away from the pool) when one is installed
+        (its prior: the device's own rate), else the formula. The value features keep the
+        formula: the value model was trained on it."""
+        detector = self.shift_detector.current if self.shift_detector is not None else None
+        if detector is None:
+            return formula
+        if s.shift_prior is None:
+            s.shift_prior = detector.new_prior()
+        try:
+            return detector.probability(s.view, s.shift_prior.rate())
+        except Exception:  # a detector that cannot run never fails the app's page
+            log.exception("shift detector failed; using the formula")
+            metrics.MODEL_FAILURES.labels("shift_detector").inc()
+            return formula
+
+    def _reprice(self, version: str) -> None:
+        """A new value model (or the fall back to the shift score) values requests in other
+        units: λ learned for the old one starts again from its initial price."""
+        if version == self._priced_for:
+            return
+        with self._pacer_lock:
+            if version != self._priced_for:
+                self._priced_for = version
+                self.pacer.lam = self._initial_lam
 
     def _ask_cloud(self, s: DeviceSession) -> CloudList:
         recent = list(s.behavior)
@@ -146,13 +194,15 @@ class AgentService:
     def _decide(self, s: DeviceSession, k: int) -> Decision:
         """Ask the cloud when the session has no list yet (initial), when the pool cannot fill
         the page (refill: the feed must go on), or when the request's value clears λ."""
-        value, shift = self._value(s)
+        value, shift, features = self._value(s)
         initial = not s.had_cloud_list
         refill = not initial and len(s.pool) < k
-        wanted = self.pacer.wants(value)
-        by_value = wanted and s.allowance.has_token()
-        paced = {"value": by_value, "always": True, "never": False}[self.policy]
-        asked = initial or refill or paced
+        with self._pacer_lock:
+            u = float(self._rng.random())
+        choice = self.request_policy.decide(value, s.allowance, u, forced=initial or refill)
+        if self.policy != "value" and not choice.forced:  # the demo's AlwaysQ / NoQ references
+            choice = replace(choice, ask=self.policy == "always", propensity=1.0)
+        asked = choice.ask
         outcome, throttled = "kept", False
         if asked:
             try:
@@ -171,11 +221,13 @@ class AgentService:
                 outcome, throttled = exc.kind, exc.kind == "throttled"
             metrics.CLOUD_CALLS.labels(outcome).inc()
         if not initial:  # the first list is not a request; refills count against the budget
-            s.allowance.step(asked)
             with self._pacer_lock:
-                self.pacer.update(asked, throttled=throttled, wanted=wanted or refill)
+                self.request_policy.record(choice, s.allowance, throttled=throttled)
             s.cloud_requests += int(asked)
-        return Decision(value, self.pacer.lam, shift, asked, outcome)
+        return Decision(
+            value, self.pacer.lam, shift, asked, outcome, choice.propensity,
+            tuple(features.tolist()),
+        )  # fmt: skip
 
     def recommend(self, device_id: str, k: int) -> Page:
         if not 1 <= k <= self.max_k:
@@ -191,8 +243,9 @@ class AgentService:
             s.steps += 1
             source = "cloud" if decision.outcome in FROM_CLOUD else "local"
             s.page_decision = PageDecision(
-                source, decision.asked, decision.value, decision.threshold, 1.0, page.request_id
-            )  # the policy does not randomise yet: the decision taken had probability 1
+                source, decision.asked, decision.value, decision.threshold,
+                decision.propensity, page.request_id, decision.features, s.steps,
+            )  # fmt: skip
         self.outcomes[decision.outcome] += 1
         metrics.SERVED.labels(source).inc()
         return Page(page, source, decision, model.version if model else "")
@@ -249,6 +302,9 @@ class AgentService:
             "budget": self.pacer.budget,
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,
             "reranker_version": self.reranker.version,
+            "shift_detector": self.shift_detector.version or "onnx"
+            if self.shift_detector is not None and self.shift_detector.current is not None
+            else "formula",
             "value_model": (self.value_model.version or "onnx")
             if self.value_model is not None and self.value_model.current is not None
             else "shift score",

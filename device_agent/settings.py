@@ -86,6 +86,11 @@ class PacingSettings(BaseSettings):
     pacer_burst: float = Field(2.0, ge=1.0)
     pacer_backoff: float = Field(0.5, ge=0.0)
     initial_threshold: float = Field(0.0, ge=0.0)
+    # ε: share of the policy's decisions randomised (ε-greedy; device_agent/policy/decision.py),
+    # each logged with its propensity so the value model can be retrained from the fleet's logs.
+    # Exploratory asks spend the budget like any other request.
+    exploration: float = Field(0.10, ge=0.0, lt=1.0)
+    exploration_ask_prob: float = Field(0.5, gt=0.0, lt=1.0)  # P(ask) in a randomised decision
 
 
 class EventSettings(BaseSettings):

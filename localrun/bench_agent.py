@@ -1,7 +1,8 @@
 """Device agent latency on one thread: decision + re-rank + page, beside bare ONNX Runtime calls.
 
 `python -m localrun.bench_agent --bundle artifacts/ranker/serving --device artifacts/device
- --value-model artifacts/policy/request_value.onnx`
+ --value-model artifacts/policy/default/request_value.onnx
+ [--detector artifacts/policy/default/shift_detector.onnx]`
 
 The agent's local path (no cloud call) runs in process: close the last page, build the request
 features, run the value model, pace, re-rank the cached pool with the device model, cut the
@@ -22,7 +23,9 @@ import numpy as np
 import onnxruntime as ort
 
 from device_agent.build import build_pacer, build_session_factory
-from device_agent.inference.models import RerankerSlot, ValueModelSlot
+from device_agent.inference.models import RerankerSlot, ShiftDetectorSlot, ValueModelSlot
+from device_agent.policy.decision import Exploration
+from device_agent.policy.detector import ShiftDetector, detector_inputs
 from device_agent.policy.features import request_features
 from device_agent.policy.value import RequestValueModel
 from device_agent.ports import CloudList
@@ -58,6 +61,7 @@ class Inputs:
     manifest: dict[str, Any]
     reranker: bytes
     value: bytes
+    detector: bytes | None = None
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Timings:
     events: list[float] = field(default_factory=list)
     bare_reranker: list[float] = field(default_factory=list)
     bare_value: list[float] = field(default_factory=list)
+    bare_detector: list[float] = field(default_factory=list)
 
 
 def pct(samples: list[float]) -> tuple[float, float]:
@@ -79,18 +84,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", type=Path, default=Path("artifacts/ranker/serving"))
     ap.add_argument("--device", type=Path, default=Path("artifacts/device"))
-    ap.add_argument("--value-model", type=Path, default=Path("artifacts/policy/request_value.onnx"))
+    ap.add_argument(
+        "--value-model", type=Path, default=Path("artifacts/policy/default/request_value.onnx")
+    )
+    ap.add_argument("--detector", type=Path, default=None, help="also run a shift detector")
     ap.add_argument("--steps", type=int, default=3000)
     return ap.parse_args(argv)
 
 
-def load_inputs(bundle: Path, device: Path, value_model: Path) -> Inputs:
+def load_inputs(
+    bundle: Path, device: Path, value_model: Path, detector: Path | None = None
+) -> Inputs:
     bundle, device = resolve(bundle), resolve(device)  # registry kind dirs or version dirs
     with np.load(bundle / "tables.npz") as t:
         rows, cats = np.array(t["item_rows"]), np.array(t["item_category"])
     manifest = json.loads((device / "manifest.json").read_text())
     reranker_bytes = (device / manifest["file"]).read_bytes()
-    return Inputs(rows, cats, manifest, reranker_bytes, value_model.read_bytes())
+    detector_bytes = detector.read_bytes() if detector is not None else None
+    return Inputs(rows, cats, manifest, reranker_bytes, value_model.read_bytes(), detector_bytes)
 
 
 def build_agent(inputs: Inputs) -> tuple[AgentService, DeviceSettings]:
@@ -98,7 +109,8 @@ def build_agent(inputs: Inputs) -> tuple[AgentService, DeviceSettings]:
     rows, cats, value_bytes = inputs.rows, inputs.categories, inputs.value
     manifest = inputs.manifest
     slot = RerankerSlot(threads=1)
-    digest = manifest["sha256"][manifest["file"]]
+    digests = manifest["sha256"]  # the trainer's own file: one digest; a release: per file
+    digest = digests if isinstance(digests, str) else digests[manifest["file"]]
     assert slot.install(inputs.reranker, digest, manifest["version"])
     settings = DeviceSettings(
         feed=FeedSettings(n_categories=int(cats.max()) + 1),
@@ -109,23 +121,31 @@ def build_agent(inputs: Inputs) -> tuple[AgentService, DeviceSettings]:
         slot, ValueModelSlot(model=RequestValueModel(value_bytes, threads=1)),
         settings.feed.pool_size,
         settings.feed.max_k, "value", build_pacer(settings.pacing),
+        exploration=Exploration(settings.pacing.exploration, settings.pacing.exploration_ask_prob),
+        seed=0,
     )  # fmt: skip
+    if inputs.detector is not None:
+        agent.shift_detector = ShiftDetectorSlot()
+        agent.shift_detector.current = ShiftDetector(inputs.detector, threads=1)
     return agent, settings
 
 
 class BareModels:
     """The agent's two models as plain one-thread ONNX Runtime sessions."""
 
-    def __init__(self, reranker: bytes, value: bytes) -> None:
+    def __init__(self, reranker: bytes, value: bytes, detector: bytes | None = None) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         self.reranker = ort.InferenceSession(reranker, opts, providers=["CPUExecutionProvider"])
         self.value = ort.InferenceSession(value, opts, providers=["CPUExecutionProvider"])
         self.value_input = self.value.get_inputs()[0].name
+        self.detector = None if detector is None else ort.InferenceSession(
+            detector, opts, providers=["CPUExecutionProvider"])  # fmt: skip
 
-    def time(self, s: DeviceSession) -> tuple[float, float] | None:
-        """Seconds of one re-rank and one value-model call on the inputs the agent has just seen;
-        None until the session has a pool of two and a behaviour history."""
+    def time(self, s: DeviceSession) -> tuple[float, float, float] | None:
+        """Seconds of one re-rank, one value-model call and one detector call (0 without one)
+        on the inputs the agent has just seen; None until the session has a pool of two and a
+        behaviour history."""
         pool = s.pool
         if not (len(pool) >= 2 and s.behavior):
             return None
@@ -142,7 +162,12 @@ class BareModels:
         t1 = time.perf_counter()
         self.value.run(None, {self.value_input: features})
         t2 = time.perf_counter()
-        return t1 - t0, t2 - t1
+        if self.detector is None or s.shift_prior is None:
+            return t1 - t0, t2 - t1, 0.0
+        events, scalars = detector_inputs(s.view, s.shift_prior.rate())
+        t3 = time.perf_counter()
+        self.detector.run(None, {"events": events[None], "scalars": scalars[None]})
+        return t1 - t0, t2 - t1, time.perf_counter() - t3
 
 
 def time_agent_step(
@@ -171,6 +196,8 @@ def run(agent: AgentService, page_size: int, bare: BareModels, steps: int) -> Ti
         if bare_s is not None:
             timings.bare_reranker.append(bare_s[0])
             timings.bare_value.append(bare_s[1])
+            if bare_s[2]:
+                timings.bare_detector.append(bare_s[2])
         timings.recommend.append(recommend_s)
         timings.events.append(events_s)
     return timings
@@ -183,6 +210,8 @@ def print_report(timings: Timings, status: dict[str, Any]) -> None:
         ("bare ONNX Runtime: device re-ranker, same inputs", timings.bare_reranker),
         ("bare ONNX Runtime: request-value model, same features", timings.bare_value),
     ]
+    if timings.bare_detector:
+        rows_out.append(("bare ONNX Runtime: shift detector, same inputs", timings.bare_detector))
     print("| path (one thread, interleaved in one run) | p50 µs | p99 µs |\n|---|---|---|")
     for name, samples in rows_out:
         p50, p99 = pct(samples)
@@ -193,9 +222,9 @@ def print_report(timings: Timings, status: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    inputs = load_inputs(args.bundle, args.device, args.value_model)
+    inputs = load_inputs(args.bundle, args.device, args.value_model, args.detector)
     agent, settings = build_agent(inputs)
-    bare = BareModels(inputs.reranker, inputs.value)
+    bare = BareModels(inputs.reranker, inputs.value, inputs.detector)
     print_report(run(agent, settings.feed.page_size, bare, args.steps), agent.status())
     return 0
 

@@ -12,7 +12,9 @@ Two files per part, rotated every `--rows-per-file` events, at most `--max-files
   are not in that schema and appear only in the second file.
 - `decisions-NNNNNN.csv` (with a header): every event, exposures included, with what the policy
   needs: the stream entry id, device, user id, slot on the page, request id, the decision
-  (source, asked_cloud, value, threshold, propensity) and the batch id.
+  (source, asked_cloud, value, threshold, propensity), the batch id, the device's page counter
+  `step` (0 = unset) and the decision's `features` (space-separated, "" when none). Read into
+  per-decision rows by `training.policy.fleet_logs.decision_rows`.
 
 Entries are acknowledged only after their rows are written and fsynced, so a crash re-delivers
 them (at least once: rows can repeat across a crash; `entry_id` identifies them). The cloud's
@@ -44,7 +46,7 @@ TAOBAO_TYPE = {Action.CLICK: "pv", Action.PURCHASE: "buy"}
 DECISION_COLUMNS = (
     "entry_id", "device", "user_id", "item_id", "category_id", "action", "timestamp_ms",
     "position", "request_id", "source", "asked_cloud", "value", "threshold", "propensity",
-    "batch_id",
+    "batch_id", "step", "features",
 )  # fmt: skip
 GROUP = "training-logs"
 
@@ -109,7 +111,8 @@ class LogWriter:
                 decisions.writerow((
                     entry_id, f["device"], user, item, category, NAMES[action], ts_ms,
                     f["position"], f["request"], f["source"], f["asked"], f["value"],
-                    f["threshold"], f["propensity"], f["batch"],
+                    f["threshold"], f["propensity"], f["batch"], f.get("step", "0"),
+                    f.get("features", ""),
                 ))  # fmt: skip
             for handle in (b, d):
                 handle.flush()

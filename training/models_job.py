@@ -90,7 +90,10 @@ def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
     if not value_model.exists():
         print("\nTraining the request-value model (training.policy.train) ...", flush=True)
         out = str(value_model.parent)
-        subprocess.run([sys.executable, "-m", "training.policy.train", "--out", out], check=True)
+        subprocess.run(  # from simulated fleet logs of this world (no rollouts: no truth)
+            [sys.executable, "-m", "training.policy.train", "--out", out, "--world", "default",
+             "--rollouts", "0", "--other-worlds", ""], check=True,
+        )  # fmt: skip
     return Models(ranker_dir / "serving", spec.out / "device", value_model, cfg)
 
 

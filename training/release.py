@@ -6,6 +6,8 @@
              writer, or here with the release key)
     value-model --registry DIR --onnx FILE [--key FILE]
              a request-value ONNX file as a signed value_model version (made current)
+    shift-detector --registry DIR --onnx FILE [--key FILE]
+             a shift-detector ONNX file as a signed shift_detector version (made current)
     promote  --registry DIR --kind K --version V    current → V
     rollback --registry DIR --kind K [--to V]       current → V, or the previous one
     list     --registry DIR --kind K                versions, current, history
@@ -27,6 +29,7 @@ from pathlib import Path
 from tandem_core.artifacts import read_manifest, sha256_file, write_manifest
 from tandem_core.release import (
     KINDS,
+    SHIFT_DETECTOR,
     VALUE_MODEL,
     current_version,
     history,
@@ -42,6 +45,8 @@ KEY_ENV = "TANDEM_RELEASE_KEY_FILE"
 PRIVATE = "release.key"
 PUBLIC = "release.pub"
 VALUE_ONNX = "request_value.onnx"
+SHIFT_ONNX = "shift_detector.onnx"
+ONNX_KINDS = {VALUE_MODEL: (VALUE_ONNX, "value-"), SHIFT_DETECTOR: (SHIFT_ONNX, "shift-")}
 
 
 def keygen(out: Path) -> tuple[Path, Path]:
@@ -72,20 +77,26 @@ def signer_from(path: Path | None) -> Signer | None:
 
 
 def write_value_artifact(
-    out: Path, onnx_file: Path, signer: Signer | None, extra: dict[str, object] | None = None
+    out: Path,
+    onnx_file: Path,
+    signer: Signer | None,
+    extra: dict[str, object] | None = None,
+    kind: str = VALUE_MODEL,
 ) -> dict[str, object]:
-    """A request-value ONNX file as a version directory `out` (new) with its manifest."""
+    """A session-feature ONNX file (request-value model or shift detector: ONNX_KINDS) as a
+    version directory `out` (new) with its manifest."""
+    name, prefix = ONNX_KINDS[kind]
     out.mkdir(parents=True, exist_ok=False)
-    shutil.copyfile(onnx_file, out / VALUE_ONNX)
-    digest = sha256_file(out / VALUE_ONNX)
+    shutil.copyfile(onnx_file, out / name)
+    digest = sha256_file(out / name)
     manifest: dict[str, object] = {
-        "version": "value-" + digest[:12],
-        "file": VALUE_ONNX,
-        "sha256": {VALUE_ONNX: digest},
+        "version": prefix + digest[:12],
+        "file": name,
+        "sha256": {name: digest},
         "embedding_version": "",  # session features only: no embedding rows
         **(extra or {}),
     }
-    manifest = release_manifest(manifest, VALUE_MODEL, signer)
+    manifest = release_manifest(manifest, kind, signer)
     write_manifest(out, manifest)
     return manifest
 
@@ -105,11 +116,26 @@ def _release_staged(kind_dir: Path, write: Callable[[Path], str]) -> str:
         shutil.rmtree(staged.parent, ignore_errors=True)
 
 
-def release_value_model(kind_dir: Path, onnx_file: Path, signer: Signer | None) -> str:
-    """Stage, add and promote a value model; an identical one already there is made current."""
+def release_value_model(
+    kind_dir: Path,
+    onnx_file: Path,
+    signer: Signer | None,
+    extra: dict[str, object] | None = None,
+    kind: str = VALUE_MODEL,
+) -> str:
+    """Stage, add and promote a value model (or another ONNX_KINDS file; `extra`: manifest
+    fields, e.g. its validation metrics); an identical one already there is made current."""
     return _release_staged(
-        kind_dir, lambda staged: str(write_value_artifact(staged, onnx_file, signer)["version"])
+        kind_dir,
+        lambda staged: str(write_value_artifact(staged, onnx_file, signer, extra, kind)["version"]),
     )
+
+
+def release_shift_detector(
+    kind_dir: Path, onnx_file: Path, signer: Signer | None, extra: dict[str, object] | None = None
+) -> str:
+    """Stage, add and promote a shift detector (`python -m training.policy.detector` output)."""
+    return release_value_model(kind_dir, onnx_file, signer, extra, SHIFT_DETECTOR)
 
 
 def release_copy(kind_dir: Path, source: Path, kind: str, signer: Signer | None) -> str:
@@ -160,17 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("keygen").add_argument("--out", type=Path, required=True)
-    for name in ("publish", "value-model", "promote", "rollback", "list"):
+    onnx_cmds = {"value-model": VALUE_MODEL, "shift-detector": SHIFT_DETECTOR}
+    for name in ("publish", *onnx_cmds, "promote", "rollback", "list"):
         p = sub.add_parser(name)
         p.add_argument("--registry", type=Path, required=True, help="the registry root")
-        if name != "value-model":
+        if name not in onnx_cmds:
             p.add_argument("--kind", choices=KINDS, required=True)
         if name == "publish":
             p.add_argument("--from", dest="source", type=Path, required=True)
             p.add_argument("--no-promote", action="store_true")
-        if name in ("publish", "value-model"):
+        if name == "publish" or name in onnx_cmds:
             p.add_argument("--key", type=Path, default=None, help=f"release key (or ${KEY_ENV})")
-        if name == "value-model":
+        if name in onnx_cmds:
             p.add_argument("--onnx", type=Path, required=True)
         if name == "promote":
             p.add_argument("--version", required=True)
@@ -183,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"private key {private} (keep it where training runs)\npublic key {public}")
         print(f"public key as one line (…_RELEASE_PUBLIC_KEY): {public_key_text(key)}")
         return 0
-    if a.cmd == "value-model":
-        version = release_value_model(a.registry / VALUE_MODEL, a.onnx, signer_from(a.key))
-        print(f"value_model {version} is current")
+    if a.cmd in onnx_cmds:
+        kind = onnx_cmds[a.cmd]
+        version = release_value_model(a.registry / kind, a.onnx, signer_from(a.key), kind=kind)
+        print(f"{kind} {version} is current")
         return 0
     kind_dir = a.registry / a.kind
     if a.cmd == "publish":

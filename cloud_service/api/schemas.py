@@ -90,6 +90,8 @@ class EventIn(BaseModel):
     value: float = 0.0
     threshold: float = 0.0
     propensity: float = 1.0
+    features: list[float] = []  # the request-value features of the decision (<= 32)
+    step: int = 0  # the device's page counter of that page; 0 = unset
 
 
 class EventsBody(BaseModel):

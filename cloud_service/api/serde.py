@@ -61,7 +61,7 @@ def events_from_body(body: EventsBody) -> list[Event]:
         Event(
             e.item_id, BY_NAME[e.action], e.timestamp_ms, e.position, e.request_id,
             source=e.source, asked_cloud=e.asked_cloud, value=e.value, threshold=e.threshold,
-            propensity=e.propensity,
+            propensity=e.propensity, features=tuple(e.features), step=e.step,
         )
         for e in body.events
     ]  # fmt: skip

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 
 import numpy as np
 
 from cloud_service.domain import Action, Behavior, Event, Session
-from protos.actions import NAMES
+from protos.actions import BY_NAME, NAMES
 
 
 def encode_session(s: Session) -> bytes:
@@ -37,11 +38,15 @@ def decode_session(data: bytes) -> Session:
     )
 
 
-# Every entry of the event stream has exactly these fields (strings); actions are domain codes.
+# Every entry of the event stream has these fields (strings; actions by name), then the optional
+# ones only when set, so an event without a decision stays small: "features" (the decision's
+# features, space-separated, ".7g") when non-empty and "step" when non-zero. Entries written
+# before the optional fields existed decode with their defaults.
 STREAM_FIELDS = (
     "device", "batch", "item", "action", "ts", "position", "request",
     "source", "asked", "value", "threshold", "propensity",
 )  # fmt: skip
+OPTIONAL_STREAM_FIELDS = ("features", "step")
 
 
 def stream_fields(device_id: str, e: Event, batch_id: str) -> dict[str, str]:
@@ -52,4 +57,28 @@ def stream_fields(device_id: str, e: Event, batch_id: str) -> dict[str, str]:
         "value": format(e.value, ".7g"), "threshold": format(e.threshold, ".7g"),
         "propensity": format(e.propensity, ".7g"),
     }  # fmt: skip
+    if e.features:
+        fields["features"] = encode_features(e.features)
+    if e.step:
+        fields["step"] = str(e.step)
     return fields
+
+
+def stream_event(fields: Mapping[str, str]) -> tuple[str, Event, str]:
+    """(device, event, batch id) of a stream entry: the inverse of stream_fields."""
+    event = Event(
+        int(fields["item"]), BY_NAME[fields["action"]], int(fields["ts"]),
+        int(fields["position"]), fields["request"], source=fields["source"],
+        asked_cloud=fields["asked"] == "1", value=float(fields["value"]),
+        threshold=float(fields["threshold"]), propensity=float(fields["propensity"]),
+        features=decode_features(fields.get("features", "")), step=int(fields.get("step", "0")),
+    )  # fmt: skip
+    return fields["device"], event, fields["batch"]
+
+
+def encode_features(features: tuple[float, ...]) -> str:
+    return " ".join(format(x, ".7g") for x in features)
+
+
+def decode_features(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split())

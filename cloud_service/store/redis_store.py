@@ -12,7 +12,7 @@ from redis.retry import Retry
 from cloud_service.domain import BudgetDecision, Event, Session
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.breaker import Breaker
-from cloud_service.store.codec import STREAM_FIELDS, decode_session, encode_session, stream_fields
+from cloud_service.store.codec import decode_session, encode_session, stream_fields
 from cloud_service.store.keys import Keys
 
 # Token bucket (Redis server clock, so replicas need no clock agreement). Numbers are returned
@@ -84,16 +84,20 @@ class RedisSessions:
 
 # One batch: claim (device, batch id) with SET NX and append every event, in one script, so a
 # retried batch is stored once and a stored batch always has its claim (atomic, same slot).
+# After the 3 fixed arguments, each event is its number of fields n, then n name/value pairs
+# (entries differ in width: the optional fields are sent only when set).
 APPEND_BATCH = """
 if ARGV[1] ~= '' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
   return {}
 end
-local width = tonumber(ARGV[4]) * 2
 local ids = {}
-for i = 5, #ARGV, width do
+local i = 4
+while i <= #ARGV do
+  local last = i + tonumber(ARGV[i]) * 2
   local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*'}
-  for j = i, i + width - 1 do args[#args + 1] = ARGV[j] end
+  for j = i + 1, last do args[#args + 1] = ARGV[j] end
   ids[#ids + 1] = redis.call(unpack(args))
+  i = last + 1
 end
 return ids
 """
@@ -109,9 +113,11 @@ class RedisEventLog:
 
     def append(self, device_id: str, events: Sequence[Event], batch_id: str = "") -> list[str]:
         keys = self.store.keys
-        args: list[Any] = [batch_id, self.dedup_ttl_s, self.maxlen, len(STREAM_FIELDS)]
+        args: list[Any] = [batch_id, self.dedup_ttl_s, self.maxlen]
         for e in events:
-            for name, value in stream_fields(device_id, e, batch_id).items():
+            fields = stream_fields(device_id, e, batch_id)
+            args.append(len(fields))
+            for name, value in fields.items():
                 args += [name, value]
         with self.store.breaker.guard():
             ids: Any = self.script(keys=[keys.events(), keys.event_batch(device_id, batch_id)],

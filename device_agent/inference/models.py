@@ -1,5 +1,5 @@
-"""The agent's current models (re-ranker, request-value model): fetched from the cloud registry,
-checked against the release key, swapped whole.
+"""The agent's current models (re-ranker, request-value model, shift detector): fetched from the
+cloud registry, checked against the release key, swapped whole.
 
 A reply is installed only if its manifest is signed by the one public key in the agent's
 settings, names the kind asked for, and its file's sha256 and version match the bytes; then the
@@ -19,10 +19,11 @@ from typing import Any, Protocol
 
 from device_agent import metrics
 from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker
+from device_agent.policy.detector import ShiftDetector
 from device_agent.policy.value import RequestValueModel
 from device_agent.ports import CloudError, CloudPort, DeviceModelBytes
 from tandem_core.artifacts import ArtifactIntegrityError, sha256_bytes
-from tandem_core.release import RERANKER, VALUE_MODEL, check_manifest
+from tandem_core.release import RERANKER, SHIFT_DETECTOR, VALUE_MODEL, check_manifest
 from tandem_core.signing import Verifier
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,18 @@ class ValueModelSlot(ModelSlot):
         if sha256_bytes(reply.onnx_model) != reply.sha256:
             raise ModelIntegrityError("the value model does not match its sha256")
         return RequestValueModel(reply.onnx_model, self.threads)
+
+
+class ShiftDetectorSlot(ModelSlot):
+    """Holds the learned shift detector (`probability(view, prior)`), None until one arrives."""
+
+    kind = SHIFT_DETECTOR
+    current: ShiftDetector | None
+
+    def build(self, reply: DeviceModelBytes) -> ShiftDetector:
+        if sha256_bytes(reply.onnx_model) != reply.sha256:
+            raise ModelIntegrityError("the shift detector does not match its sha256")
+        return ShiftDetector(reply.onnx_model, self.threads)
 
 
 class Refreshable(Protocol):

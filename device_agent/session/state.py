@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device_agent.inference.reranker import OnnxReranker
+from device_agent.policy.detector import ShiftPrior
 from device_agent.policy.features import SessionView
 from device_agent.policy.pacing import Allowance
 from protos.actions import Action
@@ -59,6 +60,8 @@ class PageDecision:
     threshold: float
     propensity: float  # of the decision taken; 1.0 while the policy does not randomise
     request_id: str
+    features: tuple[float, ...] = ()  # the request-value features (policy.features.FEATURES)
+    step: int = 0  # the session's page counter of this page (1, 2, ...); 0 = unset
 
 
 @dataclass
@@ -80,6 +83,7 @@ class DeviceSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
     steps: int = 0
     cloud_requests: int = 0
+    shift_prior: ShiftPrior | None = None  # the device's own shift rate, once a detector runs
 
     def __post_init__(self) -> None:
         self.behavior = deque(maxlen=self.behavior_len)
@@ -106,6 +110,8 @@ class DeviceSession:
         if self.page:
             cats = np.array([c for _, c in self.page], dtype=np.int64)
             clicked = np.array([i in self.page_clicks for i, _ in self.page], dtype=bool)
+            if self.shift_prior is not None:
+                self.shift_prior.on_page(self.view.pool_hist, cats, clicked)
             self.view.on_page(cats, clicked)
         # the view assumes pages come off the front of the pool; re-ranked pages do not
         self.view.pool_cats = self.pool.categories.copy()

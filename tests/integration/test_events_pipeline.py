@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -14,11 +15,13 @@ import redis
 
 from cloud_service.server import CloudServer
 from cloud_service.store.keys import Keys
+from device_agent.policy.features import FEATURES
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from simulator.loaders import load_taobao_user_behavior
 from tests.integration.conftest import StartCloud
 from training.event_logs import GROUP, LogWriter, consume, ensure_group, user_id
+from training.policy.fleet_logs import decision_rows
 
 pytestmark = pytest.mark.integration
 FAST = {"events_interval_ms": 20, "events_deadline_ms": 300, "events_retry_max_s": 0.2}
@@ -81,6 +84,9 @@ def test_agent_events_arrive_once_even_across_a_cloud_outage(
         exposure = next(e for e in entries if e[b"action"] == b"exposure")
         assert exposure[b"source"] in (b"cloud", b"local") and exposure[b"batch"]
         assert float(exposure[b"propensity"]) == 1.0
+        # the page counter and the features the decision was made on (set by service.py)
+        assert int(exposure[b"step"]) >= 1
+        assert len(exposure[b"features"].split()) == len(FEATURES)
         status = httpx.get(f"{url}/v1/status", timeout=5).json()["events_forwarding"]
         assert status["sent"] == 30 and status["queued"] == 0 and status["dropped"] == 0
     finally:
@@ -138,6 +144,10 @@ def test_a_retried_batch_id_is_stored_once(start_cloud: StartCloud, redis_url: s
         {"propensity": 1.5},
         {"source": "elsewhere"},
         {"batch_id": "{slot}"},
+        {"features": [0.0] * 33},
+        {"features": [0.5, math.nan]},
+        {"features": [1e7]},
+        {"step": 10**9 + 1},
     ],
 )
 def test_a_bad_batch_is_refused_and_stores_nothing(
@@ -146,7 +156,8 @@ def test_a_bad_batch_is_refused_and_stores_nothing(
     cloud, services = start_cloud(max_events=5)
     stub = pb_grpc.TandemStub(grpc.insecure_channel(f"127.0.0.1:{cloud.grpc_port}"))
     meta = [("x-device-token", services.auth.token_for("d1"))]
-    fields = {k: v for k, v in bad.items() if k in ("value", "threshold", "propensity", "source")}
+    decision = ("value", "threshold", "propensity", "source", "features", "step")
+    fields = {k: v for k, v in bad.items() if k in decision}
     events = [
         pb.Event(item_id=i, action=pb.EXPOSURE, timestamp_ms=i, **fields)
         for i in range(bad.get("n", 2))
@@ -158,6 +169,28 @@ def test_a_bad_batch_is_refused_and_stores_nothing(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     client = redis.Redis.from_url(redis_url)
     assert client.keys("*events*") == []  # neither events nor a batch claim
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "bad", [{"features": [0.0] * 33}, {"features": [0.5, math.nan]}, {"features": [1e7]},
+            {"step": 10**9 + 1}, {"step": -1}],
+)  # fmt: skip
+def test_a_bad_rest_batch_is_a_422_and_stores_nothing(
+    start_cloud: StartCloud, redis_url: str, bad: dict[str, Any]
+) -> None:
+    cloud, services = start_cloud()
+    events = [{"item_id": 1, "action": "exposure", "timestamp_ms": 1, **bad}]
+    body = json.dumps({"device_id": "d1", "batch_id": "b-1", "events": events})  # NaN as NaN
+    r = httpx.post(
+        f"http://127.0.0.1:{cloud.http_port}/v1/events", content=body,
+        headers={"x-device-token": services.auth.token_for("d1"),
+                 "content-type": "application/json"}, timeout=5,
+    )  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert ("features" in r.text) if "features" in bad else ("step" in r.text)
+    client = redis.Redis.from_url(redis_url)
+    assert client.keys("*events*") == []
     client.close()
 
 
@@ -191,3 +224,36 @@ def test_the_consumer_writes_taobao_logs_and_acks(
     header = parts[-1].read_text().splitlines()[0].split(",")
     assert header[:4] == ["entry_id", "device", "user_id", "item_id"] and "propensity" in header
     client.close()
+
+
+def test_logged_decisions_become_policy_rows(
+    start_cloud: StartCloud, redis_url: str, tmp_path: Path
+) -> None:
+    """ReportEvents → stream → consumer CSV → fleet_logs: each page's features and step come
+    back as one row, with its reward over the horizon and the pages until the next request."""
+    cloud, services = start_cloud()
+    stub = pb_grpc.TandemStub(grpc.insecure_channel(f"127.0.0.1:{cloud.grpc_port}"))
+    meta = [("x-device-token", services.auth.token_for("ph-f"))]
+    pages = [  # (step, asked, the page's clicks and purchases)
+        (1, True, [pb.CLICK]), (2, False, [pb.PURCHASE]), (3, False, [pb.CLICK, pb.CLICK]),
+    ]  # fmt: skip
+    for step, asked, actions in pages:
+        events = [
+            pb.Event(item_id=i, action=a, timestamp_ms=100 * step + i, position=i,
+                     source="cloud" if asked else "local", asked_cloud=asked, propensity=1.0,
+                     features=[0.5 * step, float(step)], step=step)
+            for i, a in enumerate([pb.EXPOSURE, pb.EXPOSURE, *actions])
+        ]  # fmt: skip
+        request = pb.ReportEventsRequest(device_id="ph-f", events=events, batch_id=f"p{step}")
+        stub.ReportEvents(request, metadata=meta, timeout=5)
+    first = stream(redis_url)[0]
+    assert first[b"features"] == b"0.5 1" and first[b"step"] == b"1"
+    client = redis.Redis.from_url(redis_url)
+    assert consume(client, Keys().events(), LogWriter(tmp_path, 1000, 3)) == 10
+    client.close()
+    rows = decision_rows(sorted(tmp_path.glob("decisions-*.csv")), horizon=2)
+    assert rows.step.tolist() == [1, 2] and rows.dropped == 1
+    assert rows.x.tolist() == [[0.5, 1.0], [1.0, 2.0]]
+    assert rows.y.tolist() == [1 + (1 + 3), (1 + 3) + 2]  # a purchase was a click too
+    assert rows.forced.tolist() == [True, False] and rows.censored.tolist() == [True, True]
+    assert rows.dwell.tolist() == [3, 2]

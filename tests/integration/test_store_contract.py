@@ -14,7 +14,7 @@ import redis
 
 from cloud_service.domain import Action, Behavior, Event, Session
 from cloud_service.store.breaker import Breaker
-from cloud_service.store.codec import STREAM_FIELDS
+from cloud_service.store.codec import OPTIONAL_STREAM_FIELDS, STREAM_FIELDS, stream_event
 from cloud_service.store.keys import Keys
 from cloud_service.store.memory import MemoryBudget, MemoryEventLog, MemorySessions
 from cloud_service.store.redis_store import (
@@ -86,6 +86,20 @@ def test_events_carry_the_decision_fields(stores: Stores) -> None:
     assert fields["batch"] == "b-1" and fields["position"] == "2" and fields["source"] == "local"
     assert fields["asked"] == "1" and float(fields["value"]) == 0.25
     assert float(fields["threshold"]) == 0.125 and float(fields["propensity"]) == 1.0
+
+
+def test_events_with_and_without_features_share_a_batch(stores: Stores) -> None:
+    """Entries differ in width (the optional fields only when set); each decodes as sent."""
+    decided = Event(7, Action.EXPOSURE, 5, 2, "r1", "cloud", True, 0.25, 0.125, 0.5,
+                    (0.5, -2.0, 12.0), 41)  # fmt: skip
+    plain = Event(8, Action.CLICK, 6, 0, "")
+    assert len(stores.events.append("dev", [decided, plain, decided], "b-1")) == 3
+    entries = stores.events.read(10)
+    wide = STREAM_FIELDS + OPTIONAL_STREAM_FIELDS
+    assert [tuple(f) for _, f in entries] == [wide, STREAM_FIELDS, wide]
+    assert [stream_event(f) for _, f in entries] == [
+        ("dev", decided, "b-1"), ("dev", plain, "b-1"), ("dev", decided, "b-1"),
+    ]  # fmt: skip
 
 
 def test_a_batch_id_is_stored_once_per_device(stores: Stores) -> None:

@@ -7,6 +7,8 @@ import pytest
 
 from device_agent.build import build_pacer, build_session_factory, request_size
 from device_agent.inference.models import RerankerSlot, ValueModelSlot
+from device_agent.policy.decision import Exploration
+from device_agent.policy.features import FEATURES
 from device_agent.ports import CloudError, CloudList
 from device_agent.service import AgentService, AppEvent, InvalidEvent
 from device_agent.session.registry import SessionRegistry
@@ -150,3 +152,68 @@ def test_the_pool_is_large_enough_for_refills_to_fit_the_budget(
         pacing=PacingSettings(request_budget=budget),
     )
     assert request_size(s) == expected  # refills cost page / size ≤ budget / 1.5 unless capped
+
+
+def test_explored_decisions_log_their_propensity_and_features() -> None:
+    """With exploration on, pages carry P(decision taken) < 1 and the features decided on; with
+    it off (and without a budget to spend) every decision is logged with probability 1."""
+    cloud = FakeCloud()
+    settings = DeviceSettings(feed=FeedSettings(pool_size=200), pacing=PacingSettings(
+        request_budget=1.0, pacer_burst=50.0, initial_threshold=1e9))  # fmt: skip
+    registry = SessionRegistry(build_session_factory(settings), max_devices=3)
+    agent = AgentService(
+        registry, cloud, RerankerSlot(), ValueModelSlot(model=FixedValue(0.0)), 200, 50,  # type: ignore[arg-type]
+        "value", build_pacer(settings.pacing), exploration=Exploration(0.4, 0.5), seed=0,
+    )  # fmt: skip
+    pages = [agent.recommend("d", 4) for _ in range(60)]
+    decisions = [p.decision for p in pages[1:]]  # the first list is forced (initial)
+    assert {round(d.propensity, 6) for d in decisions} == {0.2, 0.8}
+    asked = [d.asked for d in decisions]
+    assert 0 < sum(asked) < len(asked)  # λ = 1e9: every ask is exploratory
+    assert all(len(d.features) == len(FEATURES) for d in decisions)
+    logged = agent.sessions.get("d").page_decision
+    assert logged is not None and logged.step == 60
+    assert round(logged.propensity, 6) in (0.2, 0.8)
+
+
+def test_a_new_value_model_prices_requests_from_the_start_again() -> None:
+    """λ is in the units of the model that learned it: a hot swap resets it to the initial price."""
+    agent = service(FakeCloud(), value=5.0, request_budget=0.5, pacer_eta=1.0)
+    agent.recommend("d", 4)
+    agent.pacer.lam = learned = 3.0  # as learned for the shift score's units
+    agent.recommend("d", 4)
+    assert agent.pacer.lam >= learned - 1.0  # the same model: λ only takes its dual step
+    agent.pacer.lam = learned
+    assert agent.value_model is not None
+    agent.value_model.current_version = "value-2"  # what a hot swap sets beside `current`
+    agent.recommend("d", 4)
+    assert agent.pacer.lam <= 1.0 < learned  # back at 0, then one dual step of η (1 − b)
+
+
+class BrokenModel:
+    """A model that installed but cannot run (a graph that fails at run time)."""
+
+    def value(self, features: np.ndarray) -> float:
+        raise RuntimeError("onnxruntime: invalid input")
+
+    def new_prior(self) -> object:
+        from device_agent.policy.detector import ShiftPrior
+
+        return ShiftPrior(fleet=0.05)
+
+    def probability(self, view: object, prior: float) -> float:
+        raise RuntimeError("onnxruntime: invalid input")
+
+
+def test_a_model_that_raises_never_fails_the_app_request() -> None:
+    from device_agent.inference.models import ShiftDetectorSlot
+
+    agent = service(FakeCloud(), value=1.0)
+    assert agent.value_model is not None
+    agent.value_model.current = BrokenModel()
+    agent.shift_detector = ShiftDetectorSlot()
+    agent.shift_detector.current = BrokenModel()
+    pages = [agent.recommend("d", 4) for _ in range(3)]
+    assert all(len(p.items) == 4 for p in pages)
+    last = pages[-1].decision
+    assert last.value == last.shift == last.features[0]  # both fell back to the formula

@@ -559,6 +559,8 @@ class Event(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     PROPENSITY_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     item_id: _builtins.int
     action: Global___Action.ValueType
     timestamp_ms: _builtins.int
@@ -579,6 +581,17 @@ class Event(_message.Message):
     """the price of a request (lambda) it compared with"""
     propensity: _builtins.float
     """P(decision taken); 1 = not randomised, 0 = unset (1)"""
+    step: _builtins.int
+    """The device session's page counter of the page that showed the item (1, 2, ...; 0 = unset):
+    joins each decision with the outcome of the pages after it. At most 10^9.
+    """
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The request-value features the decision was made on (device_agent.policy.features.FEATURES,
+        in that order; 12 today, at most 32 accepted, each finite with |x| <= 1e6); empty when the
+        event carries no decision.
+        """
+
     def __init__(
         self,
         *,
@@ -592,10 +605,12 @@ class Event(_message.Message):
         value: _builtins.float = ...,
         threshold: _builtins.float = ...,
         propensity: _builtins.float = ...,
+        features: _abc.Iterable[_builtins.float] | None = ...,
+        step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "asked_cloud", b"asked_cloud", "item_id", b"item_id", "position", b"position", "propensity", b"propensity", "request_id", b"request_id", "source", b"source", "threshold", b"threshold", "timestamp_ms", b"timestamp_ms", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "asked_cloud", b"asked_cloud", "features", b"features", "item_id", b"item_id", "position", b"position", "propensity", b"propensity", "request_id", b"request_id", "source", b"source", "step", b"step", "threshold", b"threshold", "timestamp_ms", b"timestamp_ms", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
