@@ -66,7 +66,7 @@ class RequestPolicy:
         return Choice(ask, p if ask else 1.0 - p, wanted, False)
 
     def record(self, choice: Choice, allowance: Allowance, throttled: bool = False) -> float:
-        """Spend the token and move λ: demand = wanted, forced or asked (exploration included)."""
+        """Spend the token and move λ on the request sent (forced and exploratory asks included)."""
         allowance.step(choice.ask)
         return self.pacer.update(
             choice.ask, throttled=throttled, wanted=choice.wanted or choice.ask
