@@ -9,9 +9,10 @@ from pathlib import Path
 import redis
 from threadpoolctl import threadpool_limits
 
-from cloud_service.auth import DeviceAuth
+from cloud_service.auth import DeviceAuth, parse_keyring
 from cloud_service.federated.defences import Defences
 from cloud_service.federated.rounds import RoundConfig
+from cloud_service.federated.secure_rounds import SecureConfig, SecureRounds
 from cloud_service.recommender.retrieval import RetrievalConfig
 from cloud_service.recommender.serving import OnlineRecommender
 from cloud_service.registry.bundle import ServingBundle, load_bundle, load_federated_start
@@ -22,6 +23,7 @@ from cloud_service.services.device_models import DeviceModelService
 from cloud_service.services.events import EventService
 from cloud_service.services.federated import FederatedService
 from cloud_service.services.recommend import RecommendLimits, RecommendService
+from cloud_service.services.secure_aggregation import SecureAggregationService
 from cloud_service.settings import (
     CloudSettings,
     FederatedSettings,
@@ -42,8 +44,9 @@ from cloud_service.store.redis_store import (
     RedisStore,
     build_redis,
 )
+from cloud_service.store.secagg_redis import SecAggRedis
 from tandem_core.artifacts import ArtifactIntegrityError
-from tandem_core.release import RERANKER, SHIFT_DETECTOR, VALUE_MODEL
+from tandem_core.release import INTEREST_ENCODER, RERANKER, SHIFT_DETECTOR, VALUE_MODEL
 from tandem_core.signing import Verifier, release_verifier
 
 log = logging.getLogger(__name__)
@@ -135,7 +138,28 @@ def build_federated(
     except (StoreUnavailable, ArtifactIntegrityError) as exc:
         log.warning("federated learning off: %s", exc)
         return None  # serving goes on; Pull/Push answer UNAVAILABLE
-    return FederatedService(auth, fl, n_items, dim, shapes, build_round_config(s.federated))
+    secure = SecureAggregationService(
+        auth, SecAggRedis(store.client, s.store.key_prefix, store.breaker), fl
+    )
+    return FederatedService(
+        auth, fl, n_items, dim, shapes, build_round_config(s.federated), secure
+    )  # fmt: skip
+
+
+def build_secure_rounds(
+    fl: FederatedSettings, store: RedisStore, prefix: str, state: FederatedState, dim: int,
+    shapes: dict[str, tuple[int, ...]],
+) -> SecureRounds | None:  # fmt: skip
+    """The aggregator's secure-aggregation phases, when the setting turns them on."""
+    if not fl.secure_aggregation:
+        return None
+    cfg = SecureConfig(
+        phase_s=fl.secagg_phase_s, row_clip=fl.secagg_row_clip, dense_clip=fl.secagg_dense_clip,
+        count_cap=fl.secagg_count_cap, sample_cap=fl.secagg_sample_cap,
+        max_correction=fl.max_correction or math.inf, min_contributors=fl.min_contributors,
+        min_contributor_share=fl.min_contributor_share,
+    )  # fmt: skip
+    return SecureRounds(SecAggRedis(store.client, prefix, store.breaker), state, cfg, dim, shapes)
 
 
 def build_limits(s: RequestSettings) -> RecommendLimits:
@@ -162,9 +186,21 @@ def build_recommend(
     )
 
 
+def build_auth(s: RequestSettings) -> DeviceAuth:
+    """The keyring device tokens are checked against: CLOUD_AUTH_KEYS, else CLOUD_AUTH_SECRET."""
+    ring = s.auth_keys.get_secret_value()
+    auth = DeviceAuth(
+        None if ring else s.auth_secret.get_secret_value().encode(),
+        keys=parse_keyring(ring) if ring else None, skew_s=s.auth_clock_skew_s,
+        max_lifetime_s=s.auth_max_token_lifetime_s, accept_legacy=s.auth_accept_legacy,
+    )  # fmt: skip
+    log.info("%s", auth.describe())
+    return auth
+
+
 def build_services(settings: CloudSettings, store: RedisStore | None = None) -> CloudServices:
     store = store or build_store(settings.store)
-    auth = DeviceAuth(settings.requests.auth_secret.get_secret_value().encode())
+    auth = build_auth(settings.requests)
     models = settings.models
     verifier = build_release_verifier(models)
     recommender = build_recommender(models, verifier)
@@ -172,7 +208,8 @@ def build_services(settings: CloudSettings, store: RedisStore | None = None) -> 
     recommend = build_recommend(settings, store, auth, recommender)
     registries = build_registries(
         {RERANKER: models.device_model_dir, VALUE_MODEL: models.value_model_dir,
-         SHIFT_DETECTOR: models.shift_detector_dir}, verifier,
+         SHIFT_DETECTOR: models.shift_detector_dir,
+         INTEREST_ENCODER: models.interest_encoder_dir}, verifier,
         embedding_version=lambda: recommend.recommender.bundle.embedding_version,
     )  # fmt: skip
     return CloudServices(

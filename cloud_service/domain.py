@@ -34,6 +34,11 @@ class RecommendQuery:
     interest: np.ndarray | None = None
     model_version: str = ""  # the embedding version the device holds
     exclude: tuple[int, ...] = ()
+    # the private mode: no `recent`, nothing stored; a pseudo-history (M, dim) with a weight
+    # per row (the clicks it stands for) from the device's interest encoder
+    private: bool = False
+    interest_set: np.ndarray | None = None
+    interest_weights: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -13,6 +14,8 @@ import uvicorn
 from cloud_service.api.app import create_app
 from cloud_service.rpc.server import GrpcServer, build_grpc_server
 from cloud_service.services.container import CloudServices
+
+log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -36,10 +39,14 @@ class CloudServer:
         self.http_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.http_socket.bind((host, http_port))
+        t = services.settings.transport
         config = uvicorn.Config(
             create_app(services), log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=max(1, int(services.settings.transport.shutdown_grace_s)),
+            timeout_graceful_shutdown=max(1, int(t.shutdown_grace_s)),
+            ssl_certfile=t.http_tls_cert_file, ssl_keyfile=t.http_tls_key_file,
         )  # fmt: skip
+        mode = "plaintext" if t.http_tls_cert_file is None else "TLS"
+        log.info("REST on %s:%d: %s", host, self.http_port, mode)
         self.http = DrainingServer(config, self.drain)
         self._thread: threading.Thread | None = None
         self._drained = False

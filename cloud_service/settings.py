@@ -23,9 +23,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings
 
+from cloud_service.auth import parse_keyring
 from tandem_core.settings import group_config
 from tandem_core.settings import load_settings as load_groups
 
@@ -42,6 +51,27 @@ class TransportSettings(BaseSettings):
     http_max_body_bytes: int = Field(1 << 20, ge=1024)
     shutdown_grace_s: float = Field(5.0, ge=0)
     ports_file: Path | None = None  # where to write the bound ports as JSON (for port 0)
+    # TLS, PEM files; unset = plaintext (local development; the start-up log says which).
+    # gRPC: certificate chain + key, and optionally the CA client certificates must chain to
+    # (mutual TLS: a client without such a certificate is refused). REST: uvicorn's pair.
+    grpc_tls_cert_file: FilePath | None = None
+    grpc_tls_key_file: FilePath | None = None
+    grpc_tls_client_ca_file: FilePath | None = None
+    http_tls_cert_file: FilePath | None = None
+    http_tls_key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_pair(self) -> TransportSettings:
+        pairs = {
+            "GRPC": (self.grpc_tls_cert_file, self.grpc_tls_key_file),
+            "HTTP": (self.http_tls_cert_file, self.http_tls_key_file),
+        }
+        for kind, (cert, key) in pairs.items():
+            if (cert is None) != (key is None):
+                raise ValueError(f"set both CLOUD_{kind}_TLS_CERT_FILE and _KEY_FILE, or neither")
+        if self.grpc_tls_client_ca_file is not None and self.grpc_tls_cert_file is None:
+            raise ValueError("CLOUD_GRPC_TLS_CLIENT_CA_FILE needs CLOUD_GRPC_TLS_CERT_FILE")
+        return self
 
 
 class ModelSettings(BaseSettings):
@@ -52,6 +82,7 @@ class ModelSettings(BaseSettings):
     device_model_dir: Path = Path("artifacts/registry/reranker")
     value_model_dir: Path | None = None  # the request-value model devices fetch; None: not served
     shift_detector_dir: Path | None = None  # the learned interest-shift detector; None: not served
+    interest_encoder_dir: Path | None = None  # the private Recommend's encoder; None: not served
     # Artifacts must be signed by this Ed25519 key (PEM or base64 of the 32 raw bytes, or a file
     # holding either). No default: without one the replica refuses to start, unless unsigned
     # artifacts are allowed explicitly (development only; sha256 is then still checked).
@@ -93,7 +124,15 @@ class BudgetSettings(BaseSettings):
 class RequestSettings(BaseSettings):
     model_config = group_config("CLOUD_")
 
-    auth_secret: SecretStr = SecretStr("dev-only-secret-change-me")
+    # Device tokens (protos/auth.py). CLOUD_AUTH_KEYS, when set, is the whole keyring,
+    # "kid1:secret,kid0:oldsecret", current key first, every key accepted, and CLOUD_AUTH_SECRET
+    # is not read; otherwise CLOUD_AUTH_SECRET is the one key, kid "k0".
+    auth_secret: SecretStr = Field(SecretStr("dev-only-secret-change-me"), min_length=16)
+    auth_keys: SecretStr = SecretStr("")
+    auth_clock_skew_s: int = Field(30, ge=0, le=600)  # allowance either side of the expiry
+    auth_max_token_lifetime_s: int = Field(86_400, ge=60)  # expiries further ahead are refused
+    # bare-HMAC tokens (before v2, no kid, no expiry): off; on only while agents upgrade
+    auth_accept_legacy: bool = False
     max_k: int = Field(200, ge=1, le=2000)
     max_recent: int = Field(200, ge=1, le=10_000)
     max_exclude: int = Field(5000, ge=0)
@@ -104,6 +143,13 @@ class RequestSettings(BaseSettings):
     # measured in the demo, a device that refreshes its pool got its own best unshown items
     # withheld, and AlwaysQ fell below NoQ. On for clients that page without exclusions.
     exclude_served: bool = False
+
+    @field_validator("auth_keys")
+    @classmethod
+    def _keyring_parses(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            parse_keyring(value.get_secret_value())  # its errors name no secret
+        return value
 
 
 class DashboardSettings(BaseSettings):
@@ -160,6 +206,36 @@ class FederatedSettings(BaseSettings):
     # contribution scores (influence on the stored validation signal, federated/contribution.py)
     contrib_mode: Literal["first_order", "fisher"] = "fisher"
     exclude_low_contrib: float = Field(0.0, ge=0, le=0.5)  # share of a round left out; 0 = off
+    # secure aggregation (Bonawitz et al., CCS 2017; docs/federated.md): devices push masked
+    # inputs, the server sees only the cohort's sums. Per-device defences (clipping to the
+    # median, trimmed/median rows, step bounds, contribution scores) cannot see one device's
+    # update then: the device clips its own (secagg_* bounds), the contributor floor still holds.
+    secure_aggregation: bool = False
+    secagg_phase_s: float = Field(10.0, gt=0, le=600)  # each phase waits at most this long
+    secagg_row_clip: float = Field(16.0, gt=0)  # |count × row delta| per coordinate
+    secagg_dense_clip: float = Field(64.0, gt=0)  # |samples × dense delta| per coordinate
+    secagg_count_cap: int = Field(64, ge=1, le=1 << 16)  # a row's sample count, clipped
+    secagg_sample_cap: int = Field(1000, ge=1, le=1 << 20)  # the dense weight, clipped
+
+    @model_validator(mode="after")
+    def _secure_rules(self) -> FederatedSettings:
+        if not self.secure_aggregation:
+            return self
+        per_device = {
+            "CLOUD_FL_ALGORITHM=fedsubavg": self.algorithm == "fedsubavg",
+            "CLOUD_FL_ROW_AGGREGATOR=mean": self.row_aggregator == "mean",
+            "CLOUD_FL_TRIM=0": self.trim == 0,
+            "CLOUD_FL_CLIP_ROW_MEDIAN=false": not self.clip_row_median,
+            "CLOUD_FL_MAX_ROW_STEP=0": self.max_row_step == 0,
+            "CLOUD_FL_EXCLUDE_LOW_CONTRIB=0": self.exclude_low_contrib == 0,
+        }
+        broken = [k for k, ok in per_device.items() if not ok]
+        if broken:
+            raise ValueError(
+                "secure aggregation hides each device's update, so rules that need one device's "
+                f"update cannot run; set {', '.join(broken)}"
+            )
+        return self
 
 
 class AggregatorSettings(BaseSettings):

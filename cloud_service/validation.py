@@ -19,6 +19,10 @@ MAX_FEATURES = 32  # request-value features of a decision (12 today)
 MAX_STEP = 10**9  # a device session's page counter
 SOURCES = ("", "cloud", "local")
 BATCH_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # no braces: it goes inside a Redis key
+MAX_INTEREST_SET = 16  # rows of a private request's pseudo-history (the encoder sends 4)
+# |x| of a private request's vectors: the shipped rows are O(1); far beyond them is garbage
+MAX_INTEREST_ABS = 100.0
+MAX_INTEREST_WEIGHT = 1000.0  # clicks one pseudo-history row may stand for
 
 
 def check_items(ids: np.ndarray, n_items: int, what: str) -> None:
@@ -50,6 +54,37 @@ def check_query(
             raise InvalidArgument(f"interest: expected dim {dim}, got {q.interest.shape[0]}")
         if not np.all(np.isfinite(q.interest)):
             raise InvalidArgument("interest contains NaN or infinite values")
+    if q.private:
+        check_private(q, dim)
+    elif q.interest_set is not None or q.interest_weights is not None:
+        raise InvalidArgument("interest_set and interest_weights are for private requests only")
+
+
+def check_private(q: RecommendQuery, dim: int) -> None:
+    """A private request carries no behaviour ids, and a bounded, finite pseudo-history."""
+    if q.recent:
+        raise InvalidArgument("recent: a private request carries no behaviour (send interest_set)")
+    if q.interest is not None and not np.all(np.abs(q.interest) <= MAX_INTEREST_ABS):
+        raise InvalidArgument(f"interest: values must be within ±{MAX_INTEREST_ABS:g}")
+    rows, weights = q.interest_set, q.interest_weights
+    if rows is None:
+        if weights is not None and len(weights):
+            raise InvalidArgument("interest_weights without an interest_set")
+        return
+    if rows.ndim != 2 or not 1 <= rows.shape[0] <= MAX_INTEREST_SET:
+        raise InvalidArgument(f"interest_set: 1 to {MAX_INTEREST_SET} rows, got {rows.shape[0]}")
+    if rows.shape[1] != dim:
+        raise InvalidArgument(f"interest_set: expected dim {dim}, got {rows.shape[1]}")
+    if not np.all(np.isfinite(rows)) or not np.all(np.abs(rows) <= MAX_INTEREST_ABS):
+        raise InvalidArgument(
+            f"interest_set: values must be finite and within ±{MAX_INTEREST_ABS:g}"
+        )
+    if weights is None or weights.shape != (rows.shape[0],):
+        raise InvalidArgument("interest_weights: one weight per row of interest_set")
+    if not np.all(np.isfinite(weights)) or not np.all(
+        (weights >= 0) & (weights <= MAX_INTEREST_WEIGHT)
+    ):
+        raise InvalidArgument(f"interest_weights: each finite, 0 to {MAX_INTEREST_WEIGHT:g}")
 
 
 def check_events(events: Sequence[Event], limit: int, n_items: int) -> None:

@@ -6,13 +6,24 @@ messages in proto3 JSON (bytes as base64).
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from cloud_service.domain import Behavior, Event, RankedList, RecommendQuery
 from cloud_service.errors import InvalidArgument
 from cloud_service.services.federated import Submodel
-from cloud_service.validation import parse_action
+from cloud_service.services.secure_aggregation import SecAggView
+from cloud_service.validation import MAX_INTEREST_SET, parse_action
 from protos.actions import to_wire
 from protos.tandem.v1 import tandem_pb2 as pb
-from protos.vectors import matrix_to_proto, tensor_to_proto, vector_from_proto, vector_to_proto
+from protos.vectors import (
+    matrix_from_proto,
+    matrix_to_proto,
+    tensor_to_proto,
+    vector_from_proto,
+    vector_to_proto,
+)
 from tandem_core.federated import update as update_codec
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate
 
@@ -34,7 +45,22 @@ def query_from_proto(req: pb.RecommendRequest) -> RecommendQuery:
         interest=interest,
         model_version=req.model_version,
         exclude=tuple(req.exclude_item_ids),
+        **private_from_proto(req),
     )
+
+
+def private_from_proto(req: pb.RecommendRequest) -> dict[str, Any]:
+    """The private mode's fields of a request (validation.check_private judges them)."""
+    if not req.private and not req.HasField("interest_set") and not req.interest_weights:
+        return {}
+    rows = None
+    if req.HasField("interest_set"):
+        try:
+            rows = matrix_from_proto(req.interest_set, max_floats=MAX_INTEREST_SET * 4096)
+        except ValueError as exc:
+            raise InvalidArgument(f"interest_set: {exc}") from None
+    weights = np.array(req.interest_weights, dtype=np.float32) if req.interest_weights else None
+    return {"private": req.private, "interest_set": rows, "interest_weights": weights}
 
 
 def ranked_to_proto(r: RankedList) -> pb.RecommendResponse:
@@ -83,6 +109,29 @@ def submodel_to_proto(sub: Submodel) -> pb.PullResponse:
         model_version=f"fl-{sub.version}", base_version=sub.version,
         round_id=rnd.round_id if rnd else "", selected=sub.selected,
         deadline_ms=rnd.deadline_ms if rnd else 0,
+        secure=sub.secure.to_proto() if sub.secure is not None else None,
+    )  # fmt: skip
+
+
+def secagg_stage(req: pb.SecAggRequest) -> tuple[str, bytes]:
+    """(stage name, its message's bytes) of a SecureAggregate call; ('', b'') for a poll."""
+    which = req.WhichOneof("stage")
+    if which is None:
+        return "", b""
+    return which, getattr(req, which).SerializeToString(deterministic=True)
+
+
+def secagg_view_to_proto(v: SecAggView) -> pb.SecAggResponse:
+    return pb.SecAggResponse(
+        phase=v.phase, accepted=v.accepted, reason=v.reason,
+        params=v.params.to_proto() if v.params is not None else None,
+        roster=[pb.SecAggRosterEntry(device_id=d, c_pk=c, s_pk=k) for d, c, k in v.roster],
+        inbox=[pb.SecAggShare(peer=p, ciphertext=c) for p, c in v.inbox],
+        intersections=[
+            pb.SecAggIntersection(peer=p, item_ids=ids.tolist())
+            for p, ids in sorted(v.intersections.items())
+        ],
+        survivors=v.survivors, dropped=v.dropped, phase_deadline_ms=v.deadline_ms,
     )  # fmt: skip
 
 

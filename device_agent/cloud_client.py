@@ -14,15 +14,25 @@ from device_agent.ports import (
     CloudError,
     CloudList,
     DeviceModelBytes,
+    PrivateInterest,
     ReportedEvent,
+    SecAggReply,
+    SecAggStage,
     Submodel,
 )
+from device_agent.secagg_wire import secagg_reply, secagg_request
 from protos.actions import to_wire
 from protos.auth import TOKEN_HEADER
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
-from protos.vectors import matrix_from_proto, tensor_from_proto, vector_from_proto
+from protos.vectors import (
+    matrix_from_proto,
+    matrix_to_proto,
+    tensor_from_proto,
+    vector_from_proto,
+)
 from tandem_core.federated import update as update_codec
+from tandem_core.federated.secure_update import SecureParams
 from tandem_core.federated.update import ModelUpdate
 
 # gRPC retries transparently within the caller's deadline (never past it).
@@ -50,19 +60,47 @@ def _error(exc: grpc.RpcError) -> CloudError:
     return CloudError("error", f"{code.name}: {exc.details()}")
 
 
+def private_request(
+    device_id: str, k: int, exclude: list[int], p: PrivateInterest
+) -> pb.RecommendRequest:
+    """Everything a private Recommend sends: the device, k, the ids to exclude, the embedding
+    version and the pseudo-history with its weights; no behaviour."""
+    request = pb.RecommendRequest(
+        device_id=device_id, k=k, exclude_item_ids=exclude, private=True,
+        model_version=p.embedding_version,
+    )  # fmt: skip
+    if len(p.interest_set):
+        request.interest_set.CopyFrom(matrix_to_proto(p.interest_set))
+        request.interest_weights.extend(p.weights.tolist())
+    return request
+
+
 class CloudClient:
-    def __init__(self, target: str, deadline_s: float, tokens: object) -> None:
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.service_config", SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", 32 << 20),
-                # reconnect quickly after the cloud restarts
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
-        )
+    def __init__(
+        self,
+        target: str,
+        deadline_s: float,
+        tokens: object,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        """`credentials`: TLS (plaintext without); `server_name`: the name the cloud's
+        certificate must carry when it is not the target's host."""
+        options: list[tuple[str, object]] = [
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", 32 << 20),
+            # reconnect quickly after the cloud restarts
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        if credentials is None:
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.TandemStub(self.channel)
         self.deadline_s = deadline_s
         self.tokens = tokens  # callable device_id -> token
@@ -71,15 +109,25 @@ class CloudClient:
         return [(TOKEN_HEADER, self.tokens(device_id))]  # type: ignore[operator]
 
     def recommend(
-        self, device_id: str, k: int, recent: list[tuple[int, int, int]], exclude: list[int]
+        self,
+        device_id: str,
+        k: int,
+        recent: list[tuple[int, int, int]],
+        exclude: list[int],
+        private: PrivateInterest | None = None,
     ) -> CloudList:
-        """recent: (item, action code 0 exposure / 1 click / 2 purchase, ts ms), latest last."""
-        request = pb.RecommendRequest(
-            device_id=device_id, k=k, exclude_item_ids=exclude,
-            recent=[
-                pb.Behavior(item_id=i, action=to_wire(a), timestamp_ms=t) for i, a, t in recent
-            ],
-        )  # fmt: skip
+        """recent: (item, action code 0 exposure / 1 click / 2 purchase, ts ms), latest last.
+        `private`: a private request, which carries no `recent` (see private_request)."""
+        if private is not None:
+            request = private_request(device_id, k, exclude, private)
+        else:
+            request = pb.RecommendRequest(
+                device_id=device_id, k=k, exclude_item_ids=exclude,
+                recent=[
+                    pb.Behavior(item_id=i, action=to_wire(a), timestamp_ms=t)
+                    for i, a, t in recent
+                ],
+            )  # fmt: skip
         try:
             reply = self.stub.Recommend(
                 request, metadata=self._meta(device_id), timeout=self.deadline_s
@@ -130,7 +178,7 @@ class CloudClient:
         return Submodel(
             np.array(r.item_ids, dtype=np.int64), matrix_from_proto(r.rows),
             dict(tensor_from_proto(t) for t in r.dense), int(r.base_version), r.round_id,
-            r.selected,
+            r.selected, SecureParams.from_proto(r.secure) if r.HasField("secure") else None,
         )  # fmt: skip
 
     def push_update(self, update: ModelUpdate, timeout_s: float) -> tuple[bool, str]:
@@ -141,6 +189,17 @@ class CloudClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         return r.accepted, r.reason
+
+    def secure_aggregate(
+        self, device_id: str, round_id: str, stage: SecAggStage, timeout_s: float,
+        base_version: int = 0,
+    ) -> SecAggReply:  # fmt: skip
+        req = secagg_request(device_id, round_id, stage, base_version)
+        try:
+            r = self.stub.SecureAggregate(req, metadata=self._meta(device_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return secagg_reply(device_id, r)
 
     def report_events(
         self, device_id: str, batch_id: str, events: list[ReportedEvent], timeout_s: float

@@ -36,3 +36,9 @@ MODEL_FAILURES = Counter(
     "Decisions whose model raised and fell back (value model → shift; detector → formula)",
     ["kind"],
 )
+PRIVATE_REQUESTS = Counter(
+    "tandem_agent_private_requests_total",
+    "Private Recommend requests by what they carried: encoder (its pseudo-history), the mean "
+    "row instead (no_encoder / embedding_mismatch / encoder_failed), or no_clicks (nothing)",
+    ["carried"],
+)

@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from tandem_core.federated.secagg import EncryptedShare, KeyAdvert, MaskedInput, UnmaskShares
+from tandem_core.federated.secure_update import SecureParams
 from tandem_core.federated.update import ModelUpdate
+
+# a stage's message: keys, shares, masked input or unmask shares; None = a poll
+SecAggStage = KeyAdvert | list[EncryptedShare] | MaskedInput | UnmaskShares | None
 
 
 class CloudError(Exception):
@@ -34,6 +39,16 @@ class CloudList:
 
 
 @dataclass(frozen=True)
+class PrivateInterest:
+    """What a private Recommend sends instead of the event window: a pseudo-history (M, dim)
+    with a weight per row (the clicks it stands for), in the rows of `embedding_version`."""
+
+    interest_set: np.ndarray  # (M, dim) float32; no rows before the first click
+    weights: np.ndarray  # (M,) float32
+    embedding_version: str
+
+
+@dataclass(frozen=True)
 class DeviceModelBytes:
     version: str
     sha256: str
@@ -52,6 +67,21 @@ class Submodel:
     base_version: int
     round_id: str  # the open round, "" if none
     selected: bool  # whether this device trains in it
+    secure: SecureParams | None = None  # the round takes masked inputs (SecureAggregate) only
+
+
+@dataclass(frozen=True)
+class SecAggReply:
+    """The cloud's answer in a secure-aggregation round: its phase and the next stage's input."""
+
+    phase: str  # keys | shares | masked | unmask | done | aborted
+    accepted: bool
+    reason: str
+    roster: list[KeyAdvert] = field(default_factory=list)
+    inbox: list[EncryptedShare] = field(default_factory=list)
+    intersections: dict[str, np.ndarray] = field(default_factory=dict)
+    survivors: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -74,9 +104,15 @@ class ReportedEvent:
 
 class CloudPort(Protocol):
     def recommend(
-        self, device_id: str, k: int, recent: list[tuple[int, int, int]], exclude: list[int]
+        self,
+        device_id: str,
+        k: int,
+        recent: list[tuple[int, int, int]],
+        exclude: list[int],
+        private: PrivateInterest | None = None,
     ) -> CloudList:
-        """A fresh ranked list; `recent` is (item, action code, ts ms), latest last."""
+        """A fresh ranked list; `recent` is (item, action code, ts ms), latest last. With
+        `private` the request is private: `recent` must be empty and nothing is stored."""
         ...
 
     def device_model(
@@ -88,6 +124,13 @@ class CloudPort(Protocol):
     ) -> Submodel: ...
 
     def push_update(self, update: ModelUpdate, timeout_s: float) -> tuple[bool, str]: ...
+
+    def secure_aggregate(
+        self, device_id: str, round_id: str, stage: SecAggStage, timeout_s: float,
+        base_version: int = 0,
+    ) -> SecAggReply:  # fmt: skip
+        """Send a stage of a secure-aggregation round (or poll); the phase and what comes next."""
+        ...
 
     def report_events(
         self, device_id: str, batch_id: str, events: list[ReportedEvent], timeout_s: float

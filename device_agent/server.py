@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,8 @@ import uvicorn
 from device_agent.api.app import create_app
 from device_agent.build import Agent
 
+log = logging.getLogger(__name__)
+
 
 class AgentServer:
     def __init__(self, agent: Agent, host: str, port: int) -> None:
@@ -19,10 +22,13 @@ class AgentServer:
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
+        a = agent.settings.agent
         config = uvicorn.Config(
-            create_app(agent.service, agent.settings.agent.max_events), log_level="warning",
-            access_log=False, lifespan="off",
+            create_app(agent.service, a.max_events), log_level="warning", access_log=False,
+            lifespan="off", ssl_certfile=a.http_tls_cert_file, ssl_keyfile=a.http_tls_key_file,
         )  # fmt: skip
+        mode = "plaintext" if a.http_tls_cert_file is None else "TLS"
+        log.info("REST on %s:%d: %s", host, self.port, mode)
         self.http = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -12,15 +12,22 @@ import numpy as np
 
 from device_agent import metrics
 from device_agent.forwarder import EventForwarder
-from device_agent.inference.models import RerankerSlot, ShiftDetectorSlot, ValueModelSlot
+from device_agent.inference.interest_encoder import private_interest
+from device_agent.inference.models import (
+    InterestEncoderSlot,
+    RerankerSlot,
+    ShiftDetectorSlot,
+    ValueModelSlot,
+)
 from device_agent.inference.reranker import OnnxReranker
 from device_agent.policy.decision import Exploration, RequestPolicy
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
-from device_agent.ports import CloudError, CloudList, CloudPort, ReportedEvent
+from device_agent.ports import CloudError, CloudList, CloudPort, PrivateInterest, ReportedEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession, PageDecision, Pool
 from device_agent.trainer.examples import ExampleStore
+from device_agent.trainer.index_privacy import PrivacyConfig
 from protos.actions import NAMES, Action
 
 log = logging.getLogger(__name__)
@@ -125,6 +132,8 @@ class AgentService:
         exploration: Exploration | None = None,
         seed: int | None = None,
         shift_detector: ShiftDetectorSlot | None = None,
+        interest_encoder: InterestEncoderSlot | None = None,
+        private_recommend: bool = False,
     ) -> None:
         self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
         self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
@@ -139,9 +148,13 @@ class AgentService:
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
         self.examples = examples  # the devices' own training data, when federated training is on
         self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
+        self.index_privacy: PrivacyConfig | None = None  # the pulls' ε ledgers, when training
         self.forwarder = forwarder  # app events to the cloud's logs, when forwarding is on
         self.handshake = Handshake()
         self.shift_detector = shift_detector  # the learned detector, when the registry has one
+        # the private Recommend: the encoder's pseudo-history instead of the event window
+        self.private_recommend, self.interest_encoder = private_recommend, interest_encoder
+        self.private_carried: Counter[str] = Counter()  # what the private requests carried
 
     def _value(self, s: DeviceSession) -> tuple[float, float, np.ndarray]:
         features = request_features(s.view)
@@ -187,9 +200,38 @@ class AgentService:
                 self.pacer.lam = self._initial_lam
 
     def _ask_cloud(self, s: DeviceSession) -> CloudList:
-        recent = list(s.behavior)
         exclude = sorted(set(s.shown))  # not the pool: its best unshown items may come back
+        if self.private_recommend:  # no event window leaves the device
+            private = self._private_interest(s)
+            return self.cloud.recommend(s.device_id, self.pool_size, [], exclude, private=private)
+        recent = list(s.behavior)
         return self.cloud.recommend(s.device_id, self.pool_size, recent, exclude)
+
+    def _private_interest(self, s: DeviceSession) -> PrivateInterest:
+        """The encoder's pseudo-history of the session's clicked rows; without a usable encoder
+        (none installed, other embedding rows, or it raised) their mean row: the request stays
+        private and the app's page is never failed."""
+        version = s.pool.embedding_version
+        encoder = self.interest_encoder.current if self.interest_encoder is not None else None
+        carried = "encoder"
+        if not s.clicked:
+            carried, encoder = "no_clicks", None
+        elif encoder is None:
+            carried = "no_encoder"
+        elif encoder.embedding_version and version and encoder.embedding_version != version:
+            carried, encoder = "embedding_mismatch", None
+        try:
+            private = private_interest(list(s.clicked), encoder, version)
+        except Exception:  # an encoder that cannot run falls back, never fails the page
+            log.exception("interest encoder failed; sending the mean row instead")
+            metrics.MODEL_FAILURES.labels("interest_encoder").inc()
+            carried = "encoder_failed"
+            private = private_interest(list(s.clicked), None, version)
+        if carried not in self.private_carried and carried not in ("encoder", "no_clicks"):
+            log.warning("private Recommend without the interest encoder (%s)", carried)
+        self.private_carried[carried] += 1
+        metrics.PRIVATE_REQUESTS.labels(carried).inc()
+        return private
 
     def _decide(self, s: DeviceSession, k: int) -> Decision:
         """Ask the cloud when the session has no list yet (initial), when the pool cannot fill
@@ -309,6 +351,12 @@ class AgentService:
             if self.value_model is not None and self.value_model.current is not None
             else "shift score",
             "federated_rounds": dict(self.training) if self.training is not None else None,
+            "index_privacy": self.index_privacy.status() if self.index_privacy else None,
             "handshake": self.handshake.status(),
+            "recommend_mode": "private" if self.private_recommend else "default",
+            "private_requests": dict(self.private_carried) if self.private_recommend else None,
+            "interest_encoder": self.interest_encoder.version
+            if self.interest_encoder is not None
+            else "",
             "events_forwarding": self.forwarder.status() if self.forwarder is not None else None,
         }

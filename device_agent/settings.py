@@ -3,11 +3,12 @@
 Grouped by concern, `DeviceSettings.<group>`; each group reads its own prefix, so the variables
 stay the flat names deploy/ and the tools set (`DEVICE_CLOUD_TARGET` is `cloud.target`):
 
-- `agent` (`DEVICE_*`): host, port, ports file, agent id, token secret, in-memory limits
-- `cloud` (`DEVICE_CLOUD_*`): the cloud's gRPC target and each call's deadline
+- `agent` (`DEVICE_*`): host, port, REST TLS, ports file, agent id, token issuing key (secret,
+  kid, lifetime), in-memory limits
+- `cloud` (`DEVICE_CLOUD_*`): the cloud's gRPC target, each call's deadline, TLS to it
 - `models` (`DEVICE_*`): the release public key models must be signed by, ONNX threads, how
   often the registry is polled for the re-ranker and the request-value model
-- `feed` (`DEVICE_*`): pool and page sizes, categories, behaviour kept, max k
+- `feed` (`DEVICE_*`): pool and page sizes, categories, behaviour kept, max k, private Recommend
 - `pacing` (`DEVICE_*`): the policy and the request budget's pacer
 - `events` (`DEVICE_EVENTS_*`): forwarding app events to the cloud (batch, queue, deadline)
 - `trainer` (`DEVICE_TRAIN_*`): on-device federated training; `DEVICE_TRAIN` itself switches it
@@ -21,9 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protos.auth import KID
 from tandem_core.settings import group_config
 from tandem_core.settings import load_settings as load_groups
 
@@ -38,8 +40,21 @@ class AgentSettings(BaseSettings):
     # Tokens are issued per device at registration; a simulated fleet derives them from the
     # cloud's secret instead (one agent process stands for many phones).
     token_secret: SecretStr = SecretStr("dev-only-secret-change-me")
+    token_kid: str = Field("k0", pattern=KID.pattern)  # the secret's key id in the cloud's ring
+    # each device's token is re-minted when a quarter of this is left; at most the cloud's
+    # CLOUD_AUTH_MAX_TOKEN_LIFETIME_S
+    token_lifetime_s: int = Field(3600, ge=60, le=30 * 86_400)
+    # TLS of the agent's REST API, PEM files; unset = plaintext (local development)
+    http_tls_cert_file: FilePath | None = None
+    http_tls_key_file: FilePath | None = None
     max_devices: int = Field(100_000, ge=1)  # sessions kept in memory, least recent evicted
     max_events: int = Field(200, ge=1)  # per report call
+
+    @model_validator(mode="after")
+    def _tls_files_pair(self) -> AgentSettings:
+        if (self.http_tls_cert_file is None) != (self.http_tls_key_file is None):
+            raise ValueError("set both DEVICE_HTTP_TLS_CERT_FILE and _KEY_FILE, or neither")
+        return self
 
 
 class CloudLinkSettings(BaseSettings):
@@ -47,6 +62,23 @@ class CloudLinkSettings(BaseSettings):
 
     target: str = "127.0.0.1:50051"
     deadline_ms: int = Field(150, ge=1, le=60_000)
+    # TLS to the cloud's gRPC (off = plaintext, local development). The certificate must chain
+    # to `ca_file` (PEM; unset: the system's roots) and name `tls_server_name` if set (tests),
+    # else the target's host. `cert_file` + `key_file`: this agent's certificate, mutual TLS.
+    tls: bool = False
+    ca_file: FilePath | None = None
+    tls_server_name: str | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_options_need_tls(self) -> CloudLinkSettings:
+        extras = (self.ca_file, self.tls_server_name, self.cert_file, self.key_file)
+        if not self.tls and any(x is not None for x in extras):
+            raise ValueError("DEVICE_CLOUD_CA_FILE and the other TLS files need DEVICE_CLOUD_TLS")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both DEVICE_CLOUD_CERT_FILE and _KEY_FILE, or neither")
+        return self
 
 
 class ModelSettings(BaseSettings):
@@ -72,6 +104,9 @@ class FeedSettings(BaseSettings):
     n_categories: int = Field(48, ge=1)
     behavior_len: int = Field(30, ge=1, le=200)
     max_k: int = Field(100, ge=1)
+    # the private Recommend: send the interest encoder's pseudo-history of the last clicks'
+    # rows (their mean row while no encoder is installed), never the event window
+    private_recommend: bool = False
 
 
 class PacingSettings(BaseSettings):
@@ -125,6 +160,14 @@ class TrainerSettings(BaseSettings):
     optimizer: Literal["sgd"] = "sgd"
     keep_prob: float = Field(0.9, gt=0, le=1)  # p of the randomized-response padding
     decoy_prob: float = Field(0.1, ge=0, lt=1)  # q; ε = ln(p(1−q) / (q(1−p)))
+    # Permanent randomized response (device_agent/trainer/index_privacy.py): each device's key
+    # and ledger (fixed bits, ε spent) live here; unset, in memory only and a restart re-keys
+    # every device unrecorded. The public pool joins every device's decoy pool: the first
+    # PUBLIC_POOL_SIZE ids of the file (one a line, e.g. the bundle's most clicked; 0: all),
+    # or without a file the catalogue ids 0..PUBLIC_POOL_SIZE−1.
+    privacy_dir: Path | None = None
+    public_pool_file: Path | None = None
+    public_pool_size: int = Field(0, ge=0)
     timeout_s: float = Field(5.0, gt=0)  # deadline of each pull / push
 
     @model_validator(mode="after")

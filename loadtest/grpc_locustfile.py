@@ -2,7 +2,7 @@
 
     locust -f loadtest/grpc_locustfile.py --host grpc://127.0.0.1:50051
 
-TANDEM_TOKEN_SECRET must be the cloud's CLOUD_AUTH_SECRET (tokens are HMACs of the device id,
+TANDEM_TOKEN_SECRET must be the cloud's CLOUD_AUTH_SECRET (v2 tokens, kid k0, a 12 h lifetime:
 protos/auth.py); TANDEM_WORLD_SCALE / TANDEM_WORLD_SEED as in loadtest/locustfile.py.
 Timings are reported through locust's `events.request`, the usual pattern for non-HTTP users.
 """

@@ -24,6 +24,9 @@ RANKER_ONNX = "ranker.onnx"
 TABLES = "tables.npz"
 FEDERATED = "federated.npz"  # the starting point of federated training: rows + dense layers
 BUNDLE_FILES = (RANKER_ONNX, TABLES, FEDERATED)
+# the same ranker over behaviour rows (the private Recommend); only in a bundle whose shipped
+# rows are the ranker's own embedding (training.ranker.bundle.write_bundle), else absent
+PRIVATE_RANKER_ONNX = "private_ranker.onnx"
 
 
 class ArtifactIntegrityError(RuntimeError):

@@ -1,4 +1,5 @@
-"""The models job: the world's ranker (+ serving bundle), device re-ranker and request-value model.
+"""The models job: the world's ranker (+ serving bundle), device re-ranker, request-value model
+and the private Recommend's interest encoder.
 
 `python -m training.models_job --out DIR` is what a deployment's one-shot `models` service runs
 and what `make demo` and the load test call first; models already in DIR that were trained on
@@ -22,6 +23,7 @@ from simulator.world import WorldConfig
 
 VALUE_MODEL = Path("policy/request_value.onnx")  # under the spec's out directory
 GATE_VALIDATION = Path("gate_validation.npz")  # the held-out validation split the gate scores on
+INTEREST_ENCODER_DIR = Path("interest_encoder")  # under the spec's out directory
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Models:
     value_model: Path | None
     world: WorldConfig
     public_key: Path | None = None  # the release public key the servers trust
+    interest_encoder: Path | None = None  # the private Recommend's encoder, when trained
 
 
 def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
@@ -86,6 +89,7 @@ def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
         print(report.row())
     print(f"\nDIN pCTCVR AUC on held-out purchases: {ctcvr_auc(model, exp):.4f}\n", flush=True)
     train_device.run(ranker_dir, spec.out / "device", train_device.DeviceTrainConfig(), exp)
+    encoder = train_interest_encoder(spec, model, exp, manifest)
     value_model = spec.out / VALUE_MODEL
     if not value_model.exists():
         print("\nTraining the request-value model (training.policy.train) ...", flush=True)
@@ -94,7 +98,22 @@ def train_models(spec: ModelSpec, cfg: WorldConfig) -> Models:
             [sys.executable, "-m", "training.policy.train", "--out", out, "--world", "default",
              "--rollouts", "0", "--other-worlds", ""], check=True,
         )  # fmt: skip
-    return Models(ranker_dir / "serving", spec.out / "device", value_model, cfg)
+    return Models(
+        ranker_dir / "serving", spec.out / "device", value_model, cfg, interest_encoder=encoder
+    )
+
+
+def train_interest_encoder(spec: ModelSpec, model: Any, exp: Any, manifest: Any) -> Path:
+    """The private Recommend's encoder, distilled from `model` on the experiment's logs."""
+    from training.private_mode.distill import DistillConfig
+    from training.private_mode.train import train_encoder
+
+    out = spec.out / INTEREST_ENCODER_DIR
+    print("\nDistilling the interest encoder (training.private_mode) ...", flush=True)
+    versions = (manifest.version, manifest.embedding_version)
+    written = train_encoder(model, exp, out, versions, DistillConfig(seed=spec.seed))
+    print(f"interest encoder {written['version']} -> {out}", flush=True)
+    return out
 
 
 def serving_key(spec: ModelSpec) -> tuple[Any, Path]:
@@ -112,7 +131,7 @@ def serving_key(spec: ModelSpec) -> tuple[Any, Path]:
 def release_models(trained: Models, spec: ModelSpec) -> Models:
     """Sign the trained models with the release key and make them current in the registry
     (`<out>/registry`); a version already there is made current again, not copied twice."""
-    from tandem_core.release import RANKER_BUNDLE, RERANKER
+    from tandem_core.release import INTEREST_ENCODER, RANKER_BUNDLE, RERANKER
     from tandem_core.release import VALUE_MODEL as VALUE_KIND
     from training.release import release_copy, release_value_model
 
@@ -124,7 +143,15 @@ def release_models(trained: Models, spec: ModelSpec) -> Models:
     if trained.value_model is not None:
         release_value_model(registry / VALUE_KIND, trained.value_model, signer)
         value = registry / VALUE_KIND
-    return Models(registry / RANKER_BUNDLE, registry / RERANKER, value, trained.world, public_key)
+    encoder = None
+    if trained.interest_encoder is not None:
+        release_copy(
+            registry / INTEREST_ENCODER, trained.interest_encoder, INTEREST_ENCODER, signer
+        )
+        encoder = registry / INTEREST_ENCODER
+    return Models(
+        registry / RANKER_BUNDLE, registry / RERANKER, value, trained.world, public_key, encoder
+    )
 
 
 def prepare_models(spec: ModelSpec) -> Models:
@@ -138,7 +165,11 @@ def prepare_models(spec: ModelSpec) -> Models:
         tiny = replace(SCALES["tiny"], seed=spec.seed)
         return Models(dirs.bundle, dirs.device, None, tiny, public_key)
     value_model = spec.out / VALUE_MODEL
-    models = Models(spec.out / "ranker" / "serving", spec.out / "device", value_model, cfg)
+    encoder = spec.out / INTEREST_ENCODER_DIR
+    models = Models(
+        spec.out / "ranker" / "serving", spec.out / "device", value_model, cfg,
+        interest_encoder=encoder if encoder.exists() else None,
+    )  # fmt: skip
     ready = all(p.exists() for p in (models.bundle, models.device, value_model))
     if ready and not spec.retrain and _trained_on(models.bundle.parent) == cfg:
         print(f"Reusing the models in {spec.out} (--retrain to train them again)", flush=True)

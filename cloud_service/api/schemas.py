@@ -12,6 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ActionName = Literal["exposure", "click", "purchase"]  # protos.actions.NAMES
 
 
+def valid_base64(value: str) -> str:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("data is not valid base64") from None
+    return value
+
+
 class VectorIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dim: int = Field(ge=1, le=4096)
@@ -20,17 +28,34 @@ class VectorIn(BaseModel):
     @field_validator("data")
     @classmethod
     def _base64(cls, value: str) -> str:
-        try:
-            base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("data is not valid base64") from None
-        return value
+        return valid_base64(value)
 
     def array(self) -> np.ndarray:
         raw = base64.b64decode(self.data)
         if len(raw) != 4 * self.dim:
             raise ValueError(f"expected {4 * self.dim} bytes for dim {self.dim}, got {len(raw)}")
         return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+class MatrixIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: int = Field(ge=0, le=4096)
+    cols: int = Field(ge=1, le=4096)
+    data: str = Field(description="base64 of rows × cols little-endian float32 values, row-major")
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        return valid_base64(value)
+
+    def array(self) -> np.ndarray:
+        raw = base64.b64decode(self.data)
+        if len(raw) != 4 * self.rows * self.cols:
+            raise ValueError(
+                f"expected {4 * self.rows * self.cols} bytes for {self.rows}×{self.cols}, "
+                f"got {len(raw)}"
+            )
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(self.rows, self.cols)
 
 
 class VectorOut(BaseModel):
@@ -58,6 +83,10 @@ class RecommendBody(BaseModel):
     interest: VectorIn | None = None
     model_version: str = ""
     exclude_item_ids: list[int] = []
+    # the private mode (RecommendRequest in the .proto): no `recent`, nothing stored
+    private: bool = False
+    interest_set: MatrixIn | None = None
+    interest_weights: list[float] = []
 
 
 class ScoredItemOut(BaseModel):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import math
+from typing import Any
+
+import numpy as np
 
 from cloud_service.api.schemas import (
     ContributionsOut,
@@ -37,7 +40,22 @@ def query_from_body(body: RecommendBody) -> RecommendQuery:
         interest=interest,
         model_version=body.model_version,
         exclude=tuple(body.exclude_item_ids),
+        **private_from_body(body),
     )
+
+
+def private_from_body(body: RecommendBody) -> dict[str, Any]:
+    """The private mode's fields of a body, as cloud_service.wire reads them from a proto."""
+    if not body.private and body.interest_set is None and not body.interest_weights:
+        return {}
+    rows = None
+    if body.interest_set is not None:
+        try:
+            rows = body.interest_set.array()
+        except ValueError as exc:
+            raise InvalidArgument(f"interest_set: {exc}") from None
+    weights = np.array(body.interest_weights, dtype=np.float32) if body.interest_weights else None
+    return {"private": body.private, "interest_set": rows, "interest_weights": weights}
 
 
 def ranked_to_body(r: RankedList) -> RecommendOut:

@@ -23,6 +23,7 @@ from cloud_service.federated.aggregate import fedlaavg_merge, most_outdated_firs
 from cloud_service.federated.contribution import ContributionRule
 from cloud_service.federated.defences import Defences, aggregate, is_finite
 from cloud_service.federated.rounds import RoundConfig, select_devices, staleness_weight
+from cloud_service.federated.secure_rounds import SecureRounds
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.federated_redis import FederatedStore
 from cloud_service.store.federated_state import (
@@ -67,6 +68,8 @@ class Aggregator:
     rounds: int = 0
     contribution: ContributionRule = field(default_factory=ContributionRule)
     no_signal_logged: bool = False
+    # rounds run secure aggregation when set (cloud_service/federated/secure_rounds.py)
+    secure: SecureRounds | None = None
 
     def hold_lease(self) -> bool:
         return self.store.hold_lease(self.name, self.lease_ms)
@@ -114,11 +117,17 @@ class Aggregator:
             selected = select_devices(devices, self.cfg, self.rng)
         if not selected:
             return None
-        info = RoundInfo(
-            "r-" + uuid.uuid4().hex[:10], "open", self.store.version(),
-            int(time.time() * 1000 + self.cfg.duration_s * 1000), self.cfg.quorum,
-            frozenset(selected),
+        now_ms = int(time.time() * 1000)
+        deadline = (
+            self.secure.round_deadline_ms(now_ms) if self.secure is not None
+            else int(now_ms + self.cfg.duration_s * 1000)
         )  # fmt: skip
+        info = RoundInfo(
+            "r-" + uuid.uuid4().hex[:10], "open", self.store.version(), deadline,
+            self.cfg.quorum, frozenset(selected),
+        )  # fmt: skip
+        if self.secure is not None:  # its phases first: a selected device finds them at once
+            self.secure.open(info)
         self.store.open_round(info)
         self.buffer.clear()
         log.info(
@@ -251,26 +260,46 @@ class Aggregator:
             if self.open_round() is None:
                 time.sleep(block_ms / 1000)
             return None
+        if self.secure is not None:
+            return self._secure_step(rnd, block_ms)
         self.take(self.store.read(GROUP, self.name, pending=False, block_ms=block_ms))
         everyone = len({m.device_id for m in self.buffer.values()}) >= len(rnd.selected)
         if everyone or time.time() * 1000 >= rnd.deadline_ms:
             return self.finish(rnd)
         return None
 
+    def _secure_step(self, rnd: RoundInfo, block_ms: int) -> str | None:
+        assert self.secure is not None
+        state = self.secure.step(rnd)
+        if state is None:
+            time.sleep(block_ms / 1000)
+            return None
+        if state == "applied":
+            self.rounds += 1
+        log.info("secure round %s %s", rnd.round_id, state)
+        return state
+
 
 def main() -> int:
-    from cloud_service.build import build_defences, build_round_config, build_store, federated_dims
+    from cloud_service.build import (
+        build_defences,
+        build_round_config,
+        build_secure_rounds,
+        build_store,
+        federated_dims,
+    )
     from cloud_service.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     s = load_settings()
     store = build_store(s.store)
     fl = FederatedStore(store.client, s.store.key_prefix, store.breaker)
-    dim, _ = federated_dims(s.models.bundle_dir, fl)
+    dim, shapes = federated_dims(s.models.bundle_dir, fl)
     agg = Aggregator(
         store=fl, cfg=build_round_config(s.federated), dim=dim,
         defences=build_defences(s.federated), name=s.aggregator.name,
         contribution=ContributionRule(s.federated.contrib_mode, s.federated.exclude_low_contrib),
+        secure=build_secure_rounds(s.federated, store, s.store.key_prefix, fl, dim, shapes),
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

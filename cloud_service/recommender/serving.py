@@ -41,6 +41,8 @@ class OnlineRecommender:
         self.retriever = Retriever(bundle.item_rows, bundle.co_clicks, bundle.popularity, retrieval)
         self.popular_order = np.argsort(-bundle.popularity, kind="stable")[:POPULAR_FALLBACK]
         self.session = cpu_session(bundle.ranker_onnx, threads)
+        private = bundle.private_ranker_onnx
+        self.private_session = cpu_session(private, threads) if private is not None else None
 
     def history(self, clicked: np.ndarray) -> np.ndarray:
         """The last `history_len` clicked items as the ranker's (1, L) input.
@@ -61,9 +63,7 @@ class OnlineRecommender:
         ctr, ctcvr = self.session.run(
             ["ctr", "ctcvr"], {"history": self.history(clicked), "candidates": cands[None, :]}
         )
-        score = ctr[0] + self.purchase_weight * ctcvr[0]
-        order = np.argsort(-score, kind="stable")
-        return Scored(cands[order], ctr[0][order], ctcvr[0][order], score[order])
+        return self._ordered(cands, ctr[0], ctcvr[0])
 
     def popular(self, exclude: np.ndarray, k: int) -> Scored:
         """Most-clicked items not in `exclude` (no model call): the fallback list."""
@@ -79,4 +79,69 @@ class OnlineRecommender:
     ) -> Scored:
         candidates = self.retriever.retrieve(clicked, exclude, interest)
         ranked = self.rank(clicked, candidates)
+        return Scored(*(a[:k] for a in (ranked.item_ids, ranked.ctr, ranked.ctcvr, ranked.score)))
+
+    def _ordered(self, cands: np.ndarray, ctr: np.ndarray, ctcvr: np.ndarray) -> Scored:
+        score = ctr + self.purchase_weight * ctcvr
+        order = np.argsort(-score, kind="stable")
+        return Scored(cands[order], ctr[order], ctcvr[order], score[order])
+
+    def rank_rows(self, rows: np.ndarray, weights: np.ndarray, candidates: np.ndarray) -> Scored:
+        """Score candidates against a pseudo-history: (M, D) rows, each standing for `weights`
+        behaviours (the private mode; ids of the behaviour are never known), best first."""
+        cands = np.asarray(candidates, dtype=np.int64)
+        if self.private_session is None or len(cands) == 0 or len(rows) == 0:
+            return self.rank(np.empty(0, np.int64), cands)  # nothing to attend over
+        feeds = {
+            "history_rows": np.ascontiguousarray(rows, dtype=np.float32)[None],
+            "history_weight": np.ascontiguousarray(weights, dtype=np.float32)[None],
+            "candidates": cands[None, :],
+        }
+        ctr, ctcvr = self.private_session.run(["ctr", "ctcvr"], feeds)
+        return self._ordered(cands, ctr[0], ctcvr[0])
+
+    def private_candidates(
+        self,
+        rows: np.ndarray,
+        weights: np.ndarray,
+        interest: np.ndarray | None,
+        exclude: np.ndarray,
+    ) -> np.ndarray:
+        """Retrieval without behaviour ids: neighbours of the interest vector (the weighted mean
+        of the pseudo-history when none is sent), then the co-click source's share split over
+        the pseudo-history's rows by weight (one query per interest, as in MIND: Li et al.,
+        CIKM 2019), then popular items."""
+        banned = np.asarray(exclude, dtype=np.int64)
+        share = weights / max(float(weights.sum()), 1e-6)
+        unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-8)
+        if interest is None and share.sum() > 0:  # all-zero weights: no direction to search
+            interest = (share @ unit).astype(np.float32)
+        base = self.retriever.retrieve(np.empty(0, np.int64), banned, interest)
+        budget = np.rint(share * self.retriever.cfg.n_cooccurrence).astype(np.int64).tolist()
+        extra = [self._nearest(u, banned, n) for u, n in zip(unit, budget, strict=True)]
+        merged = np.concatenate([base, *extra]) if extra else base
+        _, first = np.unique(merged, return_index=True)
+        return merged[np.sort(first)]
+
+    def _nearest(self, query: np.ndarray, banned: np.ndarray, n: int) -> np.ndarray:
+        """The n items whose unit rows score highest against `query`, none of `banned`."""
+        n = min(n, self.retriever.n_items - len(banned))
+        if n <= 0:
+            return np.empty(0, dtype=np.int64)
+        scores = self.retriever.unit @ query.astype(np.float32)
+        scores[banned] = -np.inf
+        top = np.argpartition(-scores, n - 1)[:n]
+        return top[np.argsort(-scores[top], kind="stable")]
+
+    def recommend_private(
+        self,
+        rows: np.ndarray,
+        weights: np.ndarray,
+        interest: np.ndarray | None,
+        exclude: np.ndarray,
+        k: int,
+    ) -> Scored:
+        """The private mode's list: retrieval by interest, DIN over the pseudo-history."""
+        candidates = self.private_candidates(rows, weights, interest, exclude)
+        ranked = self.rank_rows(rows, weights, candidates)
         return Scored(*(a[:k] for a in (ranked.item_ids, ranked.ctr, ranked.ctcvr, ranked.score)))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from tandem_core.artifacts import FEDERATED, RANKER_ONNX, TABLES
+from tandem_core.artifacts import FEDERATED, PRIVATE_RANKER_ONNX, RANKER_ONNX, TABLES
 from tandem_core.release import BUNDLE_KINDS, VerifiedArtifact, load_verified
 from tandem_core.signing import Verifier
 
@@ -29,6 +29,7 @@ class ServingBundle:
     item_category: np.ndarray  # (n_items,) int64
     popularity: np.ndarray  # (n_items,) training clicks
     co_clicks: sp.csr_matrix  # (n_items, n_items)
+    private_ranker_onnx: bytes | None = None  # the ranker over behaviour rows; None: not shipped
 
     @property
     def n_items(self) -> int:
@@ -64,6 +65,7 @@ def bundle_from(art: VerifiedArtifact) -> ServingBundle:
         item_category=arrays["item_category"].astype(np.int64, copy=False),
         popularity=arrays["popularity"],
         co_clicks=co,
+        private_ranker_onnx=art.files.get(PRIVATE_RANKER_ONNX),
     )
 
 

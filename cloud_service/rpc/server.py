@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -11,10 +12,12 @@ from grpc_reflection.v1alpha import reflection
 
 from cloud_service.rpc.servicer import TandemServicer
 from cloud_service.services.container import CloudServices
+from cloud_service.settings import TransportSettings
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Tandem"].full_name
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +58,27 @@ def build_grpc_server(services: CloudServices, host: str, port: int) -> GrpcServ
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = server_credentials(s)
+    if credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    mode = "plaintext" if credentials is None else "TLS"
+    if s.grpc_tls_client_ca_file is not None:
+        mode = "mutual TLS (client certificates required)"
+    log.info("gRPC on %s:%d: %s", host, bound, mode)
     out = GrpcServer(server, bound, health_servicer)
     out.set_serving(True)
     return out
+
+
+def server_credentials(s: TransportSettings) -> grpc.ServerCredentials | None:
+    """TLS from CLOUD_GRPC_TLS_* PEM files, mutual when a client CA is set; None: plaintext."""
+    if s.grpc_tls_cert_file is None or s.grpc_tls_key_file is None:
+        return None
+    ca = s.grpc_tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(s.grpc_tls_key_file.read_bytes(), s.grpc_tls_cert_file.read_bytes())],
+        root_certificates=ca.read_bytes() if ca is not None else None,
+        require_client_auth=ca is not None,
+    )

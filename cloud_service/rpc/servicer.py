@@ -14,6 +14,7 @@ from cloud_service.errors import (
     BudgetExhausted,
     DeadlineExceeded,
     TandemError,
+    Unavailable,
     status_of,
 )
 from cloud_service.services.container import CloudServices
@@ -21,6 +22,8 @@ from cloud_service.wire import (
     events_from_proto,
     query_from_proto,
     ranked_to_proto,
+    secagg_stage,
+    secagg_view_to_proto,
     submodel_to_proto,
     update_from_proto,
 )
@@ -119,3 +122,18 @@ class TandemServicer(pb_grpc.TandemServicer):
             )
 
         return handle("PushUpdate", context, call)
+
+    def SecureAggregate(
+        self, request: pb.SecAggRequest, context: grpc.ServicerContext
+    ) -> pb.SecAggResponse:
+        def call() -> pb.SecAggResponse:
+            secure = self.s.require_federated().secure
+            if secure is None:
+                raise Unavailable("secure aggregation is not available on this replica")
+            stage, payload = secagg_stage(request)
+            view = secure.handle(
+                request.device_id, request.round_id, stage, payload, token_of(context)
+            )
+            return secagg_view_to_proto(view)
+
+        return handle("SecureAggregate", context, call)

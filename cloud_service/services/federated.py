@@ -9,9 +9,11 @@ import numpy as np
 from cloud_service.auth import DeviceAuth
 from cloud_service.errors import InvalidArgument, Unavailable
 from cloud_service.federated.rounds import RoundConfig, staleness_weight
+from cloud_service.services.secure_aggregation import SecureAggregationService
 from cloud_service.store.base import StoreUnavailable
 from cloud_service.store.federated_state import FederatedState, RoundContributions, RoundInfo
 from tandem_core.federated import update as update_codec
+from tandem_core.federated.secure_update import SecureParams
 from tandem_core.federated.update import InvalidUpdate, ModelUpdate, UpdateLimits
 
 
@@ -23,12 +25,14 @@ class Submodel:
     version: int
     round: RoundInfo | None
     selected: bool
+    secure: SecureParams | None = None  # the round runs secure aggregation
 
 
 @dataclass(frozen=True)
 class PushReceipt:
     accepted: bool
     reason: str  # accepted | duplicate | stale | closed | late | not_selected | already_pushed
+    #            | secure_round (the round takes masked inputs through SecureAggregate only)
     entry_id: str
 
 
@@ -41,8 +45,9 @@ class FederatedService:
         dim: int,
         dense_shapes: dict[str, tuple[int, ...]],
         cfg: RoundConfig,
+        secure: SecureAggregationService | None = None,
     ) -> None:
-        self.auth, self.store, self.cfg = auth, store, cfg
+        self.auth, self.store, self.cfg, self.secure = auth, store, cfg, secure
         self.n_items, self.dim, self.dense_shapes = n_items, dim, dense_shapes
         self.limits = UpdateLimits(
             n_items, dim, dense_shapes, cfg.max_rows_per_device, cfg.max_samples,
@@ -75,7 +80,12 @@ class FederatedService:
         if round_id and (open_round is None or open_round.round_id != round_id):
             raise InvalidArgument(f"round {round_id!r} is not open")
         selected = open_round is not None and device_id in open_round.selected
-        return Submodel(ids, rows, dense, version, open_round, selected)
+        params = None
+        if open_round is not None and self.secure is not None:
+            params = self.secure.round_params(open_round.round_id)
+            if params is not None and selected and round_id and len(ids):
+                self.secure.record_pull(device_id, round_id, ids)
+        return Submodel(ids, rows, dense, version, open_round, selected, params)
 
     def push(self, push: ModelUpdate, token: str | None) -> PushReceipt:
         """Validated, then appended to the durable stream; acknowledged only once stored."""
@@ -89,6 +99,8 @@ class FederatedService:
         push = replace(
             push, row_deltas=push.row_deltas.reshape(len(push.item_ids), self.limits.dim)
         )
+        if self.secure is not None and self.secure.round_params(push.round_id) is not None:
+            return PushReceipt(False, "secure_round", "")  # only masked inputs count in it
         try:
             if staleness_weight(self.store.version(), push.base_version, self.cfg) is None:
                 return PushReceipt(False, "stale", "")

@@ -14,7 +14,7 @@ from cloud_service import metrics
 from cloud_service.auth import DeviceAuth
 from cloud_service.domain import Action, Behavior, RankedList, RecommendQuery, Session
 from cloud_service.errors import BudgetExhausted
-from cloud_service.recommender.serving import OnlineRecommender
+from cloud_service.recommender.serving import OnlineRecommender, Scored
 from cloud_service.store.base import RequestBudget, SessionStore, StoreUnavailable
 from cloud_service.validation import check_query
 
@@ -77,6 +77,8 @@ class RecommendService:
         limits = {"recent": lim.max_recent, "exclude": lim.max_exclude}
         check_query(q, bundle.n_items, bundle.dim, lim.max_k, limits)
         self._admit()  # after validation: bad input spends no budget
+        if q.private:
+            return self._recommend_private(q, recommender)
         session, degraded = self._load(q.device_id)
         recent = merge_recent(session.recent, q.recent, lim.session_recent_len)
         clicked = np.array(
@@ -104,11 +106,49 @@ class RecommendService:
                 self.sessions.save(q.device_id, session)
             except StoreUnavailable:
                 degraded = True
-        return RankedList(
-            item_ids=scored.item_ids,
-            category_ids=bundle.item_category[scored.item_ids],
-            ctr=scored.ctr, ctcvr=scored.ctcvr, score=scored.score,
-            rows=bundle.item_rows[scored.item_ids],
-            model_version=bundle.version, embedding_version=bundle.embedding_version,
-            request_id=uuid.uuid4().hex, degraded=degraded,
-        )  # fmt: skip
+        return ranked_list(scored, recommender, degraded)
+
+    def _recommend_private(self, q: RecommendQuery, recommender: OnlineRecommender) -> RankedList:
+        """No behaviour in, none kept: rank with the pseudo-history, retrieve by interest,
+        exclude what the device sent (and, with `exclude_served`, what was served before).
+        The session keeps at most the served ids; behaviour or an interest that a default-mode
+        request stored before is dropped."""
+        bundle, lim = recommender.bundle, self.limits
+        try:
+            stored, degraded = self.sessions.load(q.device_id), False
+        except StoreUnavailable:
+            metrics.DEGRADED.inc()
+            stored, degraded = None, True
+        served = stored.served if stored is not None and lim.exclude_served else []
+        exclude = np.unique(np.array([*q.exclude, *served], dtype=np.int64))
+        # vectors of another embedding version live in another space: not used
+        current = q.model_version in ("", bundle.embedding_version)
+        interest = q.interest if current else None
+        rows, weights = q.interest_set, q.interest_weights
+        if not current or rows is None or weights is None:
+            rows, weights = np.empty((0, bundle.dim), np.float32), np.empty(0, np.float32)
+        if len(rows) == 0 and interest is None:
+            scored = recommender.popular(exclude, q.k)
+        else:
+            scored = recommender.recommend_private(rows, weights, interest, exclude, q.k)
+        sent = [*served, *scored.item_ids.tolist()] if lim.exclude_served else []
+        if not degraded and (stored is not None or sent):
+            kept = Session(served=sent[max(0, len(sent) - lim.session_served_len) :])
+            try:
+                self.sessions.save(q.device_id, kept)
+            except StoreUnavailable:
+                degraded = True
+        return ranked_list(scored, recommender, degraded)
+
+
+def ranked_list(scored: Scored, recommender: OnlineRecommender, degraded: bool) -> RankedList:
+    """The answer: the scored items with their categories and rows, under the bundle's versions."""
+    bundle = recommender.bundle
+    return RankedList(
+        item_ids=scored.item_ids,
+        category_ids=bundle.item_category[scored.item_ids],
+        ctr=scored.ctr, ctcvr=scored.ctcvr, score=scored.score,
+        rows=bundle.item_rows[scored.item_ids],
+        model_version=bundle.version, embedding_version=bundle.embedding_version,
+        request_id=uuid.uuid4().hex, degraded=degraded,
+    )  # fmt: skip

@@ -1,5 +1,5 @@
-"""The agent's current models (re-ranker, request-value model, shift detector): fetched from the
-cloud registry, checked against the release key, swapped whole.
+"""The agent's current models (re-ranker, request-value model, shift detector, interest encoder):
+fetched from the cloud registry, checked against the release key, swapped whole.
 
 A reply is installed only if its manifest is signed by the one public key in the agent's
 settings, names the kind asked for, and its file's sha256 and version match the bytes; then the
@@ -18,12 +18,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from device_agent import metrics
+from device_agent.inference.interest_encoder import OnnxInterestEncoder
 from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker
 from device_agent.policy.detector import ShiftDetector
 from device_agent.policy.value import RequestValueModel
 from device_agent.ports import CloudError, CloudPort, DeviceModelBytes
 from tandem_core.artifacts import ArtifactIntegrityError, sha256_bytes
-from tandem_core.release import RERANKER, SHIFT_DETECTOR, VALUE_MODEL, check_manifest
+from tandem_core.release import (
+    INTEREST_ENCODER,
+    RERANKER,
+    SHIFT_DETECTOR,
+    VALUE_MODEL,
+    check_manifest,
+)
 from tandem_core.signing import Verifier
 
 log = logging.getLogger(__name__)
@@ -157,6 +164,18 @@ class ShiftDetectorSlot(ModelSlot):
         if sha256_bytes(reply.onnx_model) != reply.sha256:
             raise ModelIntegrityError("the shift detector does not match its sha256")
         return ShiftDetector(reply.onnx_model, self.threads)
+
+
+class InterestEncoderSlot(ModelSlot):
+    """Holds the private Recommend's interest encoder, None until one arrives."""
+
+    kind = INTEREST_ENCODER
+    current: OnnxInterestEncoder | None
+
+    def build(self, reply: DeviceModelBytes) -> OnnxInterestEncoder:
+        return OnnxInterestEncoder.from_bytes(
+            reply.onnx_model, reply.sha256, reply.version, self.threads, reply.embedding_version
+        )
 
 
 class Refreshable(Protocol):

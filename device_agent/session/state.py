@@ -16,6 +16,7 @@ from protos.actions import Action
 from tandem_core.behavior import behavior_inputs
 
 SHOWN_KEPT = 400  # items already shown, excluded from the next cloud request
+CLICKS_KEPT = 50  # rows of the last clicks: the private mode's interest encoder reads them
 
 
 @dataclass
@@ -76,6 +77,7 @@ class DeviceSession:
     behavior: deque[tuple[int, int, int]] = field(init=False)  # (item, action code, ts ms)
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # embedding rows of known items
     shown: deque[int] = field(init=False)
+    clicked: deque[np.ndarray] = field(init=False)  # rows of the last clicks, oldest first
     page: list[tuple[int, int]] = field(default_factory=list)  # (item, category) last served
     page_clicks: set[int] = field(default_factory=set)
     page_decision: PageDecision | None = None
@@ -88,11 +90,13 @@ class DeviceSession:
     def __post_init__(self) -> None:
         self.behavior = deque(maxlen=self.behavior_len)
         self.shown = deque(maxlen=SHOWN_KEPT)
+        self.clicked = deque(maxlen=CLICKS_KEPT)
 
     def set_pool(self, pool: Pool) -> None:
         """A fresh list from the cloud replaces the cache (EdgeRec: the pool is the unit)."""
         if pool.embedding_version != self.pool.embedding_version:
             self.rows = {}  # rows of another embedding space cannot be mixed with the new ones
+            self.clicked.clear()
         self.pool, self.order, self.had_cloud_list = pool, None, True
         self.rows = {i: self.rows[i] for i, *_ in self.behavior if i in self.rows}
         for item, row in zip(pool.items.tolist(), pool.rows, strict=True):
@@ -101,6 +105,8 @@ class DeviceSession:
 
     def record_event(self, item: int, action: int, ts_ms: int) -> None:
         self.behavior.append((item, action, ts_ms))
+        if action == Action.CLICK and item in self.rows:
+            self.clicked.append(self.rows[item])
         if action != Action.EXPOSURE and any(item == i for i, _ in self.page):
             self.page_clicks.add(item)
         self.order = None  # every event re-ranks the pool

@@ -12,6 +12,7 @@ from device_agent.ports import CloudPort
 from device_agent.trainer.examples import ExampleStore
 from device_agent.trainer.local_model import LocalTraining
 from device_agent.trainer.participant import Participant, PrivacyConfig, RoundOutcome
+from device_agent.trainer.secure_participant import SecureParticipant
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,10 @@ class TrainerLoop:
         seed: int | None = None,
     ) -> None:  # fmt: skip
         self.store, self.interval_s = store, interval_s
-        self.participant = Participant(
+        # plain rounds push; secure-aggregation rounds take one protocol stage per pass
+        self.participant = SecureParticipant(Participant(
             cloud, training, privacy, min_examples, timeout_s, rng=np.random.default_rng(seed)
-        )
+        ))  # fmt: skip
         self.outcomes: Counter[str] = Counter()
         self.rounds_done: dict[str, str] = {}  # device → last round it pushed in
         self._stop = threading.Event()
@@ -44,7 +46,7 @@ class TrainerLoop:
         """One pass over the devices with enough data; a device pushes at most once a round."""
         out = []
         for device_id, ex in self.store.devices():
-            if len(ex) < self.participant.min_examples:
+            if len(ex) < self.participant.plain.min_examples:
                 continue
             outcome = self.participant.take_part(device_id, ex, ex.decoy_pool(), self.rounds_done)
             self.outcomes[outcome.state] += 1  # refusals keep their reason

@@ -17,21 +17,10 @@ import numpy as np
 
 from device_agent.ports import CloudError, CloudPort, Submodel
 from device_agent.trainer.examples import LocalExamples
+from device_agent.trainer.index_privacy import PrivacyConfig
 from device_agent.trainer.local_model import LocalTraining, train_local
-from tandem_core.federated.privacy import cover_pulled, epsilon, pad_ids
-
-
-@dataclass(frozen=True)
-class PrivacyConfig:
-    """Randomized-response padding of the pulled id set (see tandem_core/federated/privacy.py).
-
-    The decoy pool is every item the cloud has sent this device in its lists: the cloud already
-    knows the device holds them, so ε bounds what a pull reveals about which of them it actually
-    saw or clicked. keep_prob = 1 reports ε = ∞ (the padding hides only the set's size).
-    """
-
-    keep_prob: float = 0.9
-    decoy_prob: float = 0.1
+from tandem_core.federated.privacy import cover_pulled, epsilon
+from tandem_core.federated.update import ModelUpdate
 
 
 @dataclass(frozen=True)
@@ -74,9 +63,9 @@ class Participant:
     ) -> tuple[RoundOutcome, str]:
         check_in = self.cloud.pull_submodel(device_id, "", [], self.timeout_s)
         rid = check_in.round_id
-        return self._train_and_push(device_id, ex, decoy_pool, check_in, done), rid
+        return self.train_and_push(device_id, ex, decoy_pool, check_in, done), rid
 
-    def _train_and_push(
+    def train_and_push(
         self, device_id: str, ex: LocalExamples, decoy_pool: np.ndarray, check_in: Submodel,
         done: dict[str, str],
     ) -> RoundOutcome:  # fmt: skip
@@ -86,11 +75,35 @@ class Participant:
             return RoundOutcome(device_id, "already_pushed")
         if not check_in.selected:
             return RoundOutcome(device_id, "not_selected")
+        update = self.train_update(device_id, ex, decoy_pool, check_in)
+        if isinstance(update, RoundOutcome):
+            return update
+        for attempt in range(self.push_attempts):
+            try:
+                accepted, reason = self.cloud.push_update(update, self.timeout_s)
+                break
+            except CloudError:
+                if attempt == self.push_attempts - 1:
+                    raise
+        if not accepted and reason == "already_pushed":
+            return RoundOutcome(device_id, "already_pushed")
+        if not accepted:
+            return RoundOutcome(device_id, f"refused:{reason}")
+        return RoundOutcome(
+            device_id, "pushed", len(update.item_ids), update.num_samples, update.epsilon
+        )
+
+    def train_update(
+        self, device_id: str, ex: LocalExamples, decoy_pool: np.ndarray, check_in: Submodel
+    ) -> ModelUpdate | RoundOutcome:
+        """Pull the padded id set for the round, train on it, and the update over exactly the
+        pulled rows (a push, or the input of a secure round); an outcome when there is none."""
         if len(ex) < self.min_examples:
             return RoundOutcome(device_id, "too_few_examples")
         rng = self.rng or np.random.default_rng()
         p, q = self.privacy.keep_prob, self.privacy.decoy_prob
-        ids = pad_ids(ex.true_ids(), decoy_pool, p, q, rng)
+        padded = self.privacy.pad(device_id, ex, decoy_pool)  # permanent RR (index_privacy.py)
+        ids = padded.ids
         sub = self.cloud.pull_submodel(device_id, check_in.round_id, ids.tolist(), self.timeout_s)
         order = np.argsort(sub.item_ids, kind="stable")
         pulled, rows = sub.item_ids[order], sub.rows[order]
@@ -103,20 +116,8 @@ class Participant:
         _, deltas, counts = cover_pulled(
             pulled, result.item_ids, result.row_deltas, result.row_counts
         )
-        update = replace(
+        return replace(
             result, device_id=device_id, round_id=sub.round_id, update_id=uuid.uuid4().hex,
             base_version=sub.base_version, item_ids=pulled, row_deltas=deltas, row_counts=counts,
-            epsilon=epsilon(p, q), keep_prob=p, decoy_prob=q, decoy_pool_size=len(decoy_pool),
+            epsilon=epsilon(p, q), keep_prob=p, decoy_prob=q, decoy_pool_size=padded.pool_size,
         )  # fmt: skip
-        for attempt in range(self.push_attempts):
-            try:
-                accepted, reason = self.cloud.push_update(update, self.timeout_s)
-                break
-            except CloudError:
-                if attempt == self.push_attempts - 1:
-                    raise
-        if not accepted and reason == "already_pushed":
-            return RoundOutcome(device_id, "already_pushed")
-        if not accepted:
-            return RoundOutcome(device_id, f"refused:{reason}")
-        return RoundOutcome(device_id, "pushed", len(pulled), result.num_samples, update.epsilon)

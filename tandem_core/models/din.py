@@ -91,37 +91,64 @@ class DinRanker(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """history (B, L), candidates (B, C) → (ctr_logit, cvr_logit), each (B, C)."""
         keys, key_mask = self.embed(history)
+        hist_cat = torch.where(history >= 0, self.item_category[history.clamp(min=0)], -1)
+        cand_cat = self.item_category[candidates.clamp(min=0)]
+        same = (hist_cat.unsqueeze(1) == cand_cat.unsqueeze(2)).float()  # (B, C, L)
+        return self._heads(keys, key_mask, same, candidates)
+
+    def logits_from_rows(
+        self,
+        rows: torch.Tensor,
+        weight: torch.Tensor,
+        candidates: torch.Tensor,
+        tau: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same heads over behaviour *rows* (B, L, D) with a weight each (B, L): the private
+        mode's entry point, which never sees the behaviour's ids.
+
+        A weight generalises the padding mask: 0/1 with the real rows (`embed` of the ids) gives
+        exactly `logits(ids)`; a weight w counts its row as w behaviours (a pseudo-history entry
+        standing for several clicks). A row's category is the nearest category embedding to its
+        category part (exact for real rows); with `tau` the category shares also pass gradients
+        through a softmax of −distance²/tau (straight-through, Bengio et al., arXiv 2013).
+        """
+        cat_part = rows[..., self.cfg.item_dim :]
+        table = self.category_embedding.weight
+        dist = ((cat_part.unsqueeze(-2) - table) ** 2).sum(-1)  # (B, L, K)
+        cand_cat = self.item_category[candidates.clamp(min=0)]
+        same = (dist.argmin(-1).unsqueeze(1) == cand_cat.unsqueeze(2)).float()  # (B, C, L)
+        if tau is not None:
+            soft = torch.softmax(-dist / tau, dim=-1).transpose(1, 2)  # (B, K, L)
+            index = cand_cat.unsqueeze(-1).expand(-1, -1, rows.shape[1])
+            soft_same = soft.gather(1, index)  # (B, C, L)
+            same = same + soft_same - soft_same.detach()
+        return self._heads(rows, weight, same, candidates)
+
+    def _heads(
+        self, keys: torch.Tensor, weight: torch.Tensor, same: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both towers given the behaviour keys, their weights and the same-category matrix."""
         query, _ = self.embed(candidates)
-        interest = self.attention(query, keys, key_mask)
-        mean = keys.sum(1) / key_mask.sum(1, keepdim=True).clamp(min=1.0)
+        interest = self.attention(query, keys, weight)
+        mean = (keys * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True).clamp(min=1.0)
         mean = mean.unsqueeze(1).expand_as(query)
         features = torch.cat(
-            [
-                query,
-                interest,
-                query * interest,
-                mean,
-                self._category_match(history, candidates, key_mask),
-            ],
-            dim=-1,
+            [query, interest, query * interest, mean, self._category_match(same, weight)], dim=-1
         )
         bias = self.item_bias(candidates.clamp(min=0))
         ctr = self.ctr_tower(features).squeeze(-1) + bias[..., 0]
         cvr = self.cvr_tower(features).squeeze(-1) + bias[..., 1]
         return ctr, cvr
 
-    def _category_match(
-        self, history: torch.Tensor, candidates: torch.Tensor, key_mask: torch.Tensor
-    ) -> torch.Tensor:
+    @staticmethod
+    def _category_match(same: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Share of the behaviour, and of its last 5 events, in each candidate's category."""
-        hist_cat = torch.where(history >= 0, self.item_category[history.clamp(min=0)], -1)
-        cand_cat = self.item_category[candidates.clamp(min=0)]
-        same = (hist_cat.unsqueeze(1) == cand_cat.unsqueeze(2)).float()  # (B, C, L)
-        n_all = key_mask.sum(1).clamp(min=1.0)[:, None]
-        recent_mask = key_mask[:, -5:]
-        n_recent = recent_mask.sum(1).clamp(min=1.0)[:, None]
+        same = same * weight.unsqueeze(1)  # (B, C, L)
+        n_all = weight.sum(1).clamp(min=1.0)[:, None]
+        recent = weight[:, -5:]
+        n_recent = recent.sum(1).clamp(min=1.0)[:, None]
         share_all = same.sum(-1) / n_all
-        share_recent = (same[..., -5:] * recent_mask.unsqueeze(1)).sum(-1) / n_recent
+        share_recent = same[..., -5:].sum(-1) / n_recent
         return torch.stack([share_all, share_recent], dim=-1)
 
     def forward(
@@ -129,6 +156,14 @@ class DinRanker(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Serving: (pCTR, pCTCVR) per candidate; position plays no part (PAL)."""
         ctr_logit, cvr_logit = self.logits(history, candidates)
+        p_ctr = torch.sigmoid(ctr_logit)
+        return p_ctr, p_ctr * torch.sigmoid(cvr_logit)
+
+    def forward_rows(
+        self, rows: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Serving over behaviour rows (`logits_from_rows`): (pCTR, pCTCVR) per candidate."""
+        ctr_logit, cvr_logit = self.logits_from_rows(rows, weight, candidates)
         p_ctr = torch.sigmoid(ctr_logit)
         return p_ctr, p_ctr * torch.sigmoid(cvr_logit)
 

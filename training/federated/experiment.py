@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,16 @@ from simulator.metrics import auc
 from simulator.pipeline import Experiment, build_experiment
 from simulator.scales import SCALES
 from simulator.tables import markdown_table
+from tandem_core.federated.privacy import cover_pulled
 from tandem_core.federated.update import ModelUpdate
 from tandem_core.models.din import DinConfig, DinRanker, federated_dense, federated_rows
 from training.ranker.scoring import rank
 from training.ranker.train import TrainConfig, train_ranker
 from training.ranker.train import with_sampled_negatives as with_negatives
 
+# (device id, its true ids) -> the ids it pulls; (updates, row dim) -> (ids, row delta, dense)
+Pad = Callable[[str, np.ndarray], np.ndarray]
+Combine = Callable[[list[ModelUpdate], int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
 KEYS = (("auc", "held-out AUC"), ("cold_auc", "cold items"), ("tail_auc", "tail items"))
 METRICS = ("auc", "cold_auc", "tail_auc", "valid_auc")
 
@@ -80,17 +85,23 @@ def tensors(exp: Experiment, idx: np.ndarray) -> list[torch.Tensor]:
 
 def local_update(
     model: DinRanker, data: list[torch.Tensor], cfg: FedConfig, seed: int, device_id: str,
-    lr: float, categories: np.ndarray,
+    lr: float, categories: np.ndarray, pad: Pad | None = None,
 ) -> ModelUpdate:  # fmt: skip
     """The device's own step (device_agent.trainer.train_local, the code the agents run): pull
-    the rows its data touches and the dense layers, train, return the deltas."""
+    the rows its data touches (or, with `pad`, its padded id set: true ids it drops are not
+    trained, decoys get zero deltas) and the dense layers, train, return the deltas."""
     arrays = dict(zip(("history", "item", "position", "click", "purchase"),
                       (t.numpy() for t in data), strict=True))  # fmt: skip
     hist = arrays["history"]
     ids = np.unique(np.concatenate([hist[hist >= 0], arrays["item"]]))
+    if pad is not None:
+        ids = np.unique(pad(device_id, ids))
     rows = federated_rows(model)[ids]
     training = LocalTraining(cfg.local_epochs, lr, cfg.batch_size, cfg.client_opt)
     r = train_local(ids, rows, federated_dense(model), categories[ids], arrays, training, seed)
+    if pad is not None:  # the update covers exactly the pulled set, as the agent's push does
+        _, deltas, counts = cover_pulled(ids, r.item_ids, r.row_deltas, r.row_counts)
+        r = replace(r, item_ids=ids, row_deltas=deltas, row_counts=counts)
     return replace(r, device_id=device_id)
 
 
@@ -170,8 +181,11 @@ def new_model(exp: Experiment, seed: int) -> DinRanker:
 
 
 def federate(
-    exp: Experiment, cfg: FedConfig, defences: Defences, buckets: Buckets, label: str
-) -> dict[str, Any]:
+    exp: Experiment, cfg: FedConfig, defences: Defences, buckets: Buckets, label: str,
+    pad: Pad | None = None, combine: Combine | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One federated run; `pad` pads each device's pull (index privacy), `combine` replaces the
+    plain aggregate (e.g. secure aggregation, training/federated/secure_quality.py)."""
     model = new_model(exp, cfg.seed)
     categories = exp.world.catalog.category
     data = device_data(exp)
@@ -193,7 +207,7 @@ def federate(
             own = with_negatives(tensors(exp, data[int(user)]), sampling, cfg.negatives, gen)
             lr = cfg.local_lr * cfg.lr_decay**r
             seed = int(torch.randint(1 << 31, (1,), generator=gen))
-            u = local_update(model, own, cfg, seed, f"u{user}", lr, categories)
+            u = local_update(model, own, cfg, seed, f"u{user}", lr, categories, pad)
             pulled_rows.append(len(u.item_ids))
             if int(user) in malicious:
                 u = replace(
@@ -201,7 +215,10 @@ def federate(
                     dense_deltas={k: v * cfg.attack_scale for k, v in u.dense_deltas.items()},
                 )  # fmt: skip
             updates.append(u)
-        ids, delta, dense = aggregate(updates, updates[0].row_deltas.shape[1], defences)
+        dim = updates[0].row_deltas.shape[1]
+        ids, delta, dense = (
+            combine(updates, dim) if combine is not None else aggregate(updates, dim, defences)
+        )
         apply(model, ids, delta, dense)
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             curve.append({"round": r + 1, **dict.fromkeys(METRICS, math.nan)})

@@ -15,6 +15,7 @@ from simulator.logs import Impressions
 from tandem_core.artifacts import (
     BUNDLE_FILES,
     FEDERATED,
+    PRIVATE_RANKER_ONNX,
     RANKER_ONNX,
     TABLES,
     digests,
@@ -25,6 +26,7 @@ from tandem_core.artifacts import (
 from tandem_core.models.din import DinRanker, federated_dense, federated_rows
 from tandem_core.release import RANKER_BUNDLE, release_manifest
 from tandem_core.signing import SIGNATURE, Signer
+from training.private_mode.export import export_private_ranker
 
 
 def export_din(model: DinRanker, path: Path) -> None:
@@ -88,6 +90,7 @@ def write_bundle(
     out.mkdir(parents=True, exist_ok=True)
     n_items = model.cfg.n_items
     export_din(model, out / RANKER_ONNX)
+    export_private_ranker(model, out / PRIVATE_RANKER_ONNX)  # the same weights, over rows
     co = co_click_graph(train, n_items)
     clicks = np.bincount(train.item[train.click.astype(bool)], minlength=n_items)
     np.savez(
@@ -104,7 +107,7 @@ def write_bundle(
         "n_items": n_items,
         "n_categories": model.cfg.n_categories,
         "history_len": history_len,
-        "sha256": digests(out, BUNDLE_FILES),
+        "sha256": digests(out, (*BUNDLE_FILES, PRIVATE_RANKER_ONNX)),
     }
     manifest = release_manifest(manifest, RANKER_BUNDLE, signer)
     write_manifest(out, manifest)

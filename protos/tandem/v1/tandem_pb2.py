@@ -24,15 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/tandem/v1/tandem.proto\x12\ttandem.v1\"#\n\x06Vector\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"2\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"T\n\x08\x42\x65havior\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"\xab\x01\n\x10RecommendRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12#\n\x06recent\x18\x03 \x03(\x0b\x32\x13.tandem.v1.Behavior\x12#\n\x08interest\x18\x04 \x01(\x0b\x32\x11.tandem.v1.Vector\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\"\x83\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\x03\x12\x0b\n\x03\x63tr\x18\x03 \x01(\x02\x12\r\n\x05\x63tcvr\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12$\n\tembedding\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Vector\"\x91\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tandem.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\"D\n\x0bPullRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\"\xce\x01\n\x0cPullResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x1f\n\x04rows\x18\x02 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12%\n\x05\x64\x65nse\x18\x03 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x04\x12\x10\n\x08round_id\x18\x06 \x01(\t\x12\x10\n\x08selected\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x03\"`\n\rPrivacyReport\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\x12\x11\n\tkeep_prob\x18\x02 \x01(\x01\x12\x12\n\ndecoy_prob\x18\x03 \x01(\x01\x12\x17\n\x0f\x64\x65\x63oy_pool_size\x18\x04 \x01(\r\"\x9d\x02\n\x0bPushRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x11\n\tupdate_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\x04\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12%\n\nrow_deltas\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12\x19\n\x11row_sample_counts\x18\x07 \x03(\r\x12,\n\x0c\x64\x65nse_deltas\x18\x08 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x13\n\x0bnum_samples\x18\t \x01(\r\x12)\n\x07privacy\x18\n \x01(\x0b\x32\x18.tandem.v1.PrivacyReport\"I\n\x0cPushResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fstream_entry_id\x18\x03 \x01(\t\"N\n\x12\x44\x65viceModelRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\x9b\x01\n\x13\x44\x65viceModelResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nonnx_model\x18\x03 \x01(\x0c\x12\x19\n\x11\x65mbedding_version\x18\x04 \x01(\t\x12\x14\n\x0cnot_modified\x18\x05 \x01(\x08\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x10\n\x08manifest\x18\x07 \x01(\t\"\xf2\x01\n\x05\x45vent\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x10\n\x08position\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x13\n\x0b\x61sked_cloud\x18\x07 \x01(\x08\x12\r\n\x05value\x18\x08 \x01(\x02\x12\x11\n\tthreshold\x18\t \x01(\x02\x12\x12\n\npropensity\x18\n \x01(\x02\x12\x10\n\x08\x66\x65\x61tures\x18\x0b \x03(\x02\x12\x0c\n\x04step\x18\x0c \x01(\r\"\\\n\x13ReportEventsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.tandem.v1.Event\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\";\n\x14ReportEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08*G\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPOSURE\x10\x01\x12\t\n\x05\x43LICK\x10\x02\x12\x0c\n\x08PURCHASE\x10\x03\x32\xf2\x02\n\x06Tandem\x12\x46\n\tRecommend\x12\x1b.tandem.v1.RecommendRequest\x1a\x1c.tandem.v1.RecommendResponse\x12?\n\x0cPullSubmodel\x12\x16.tandem.v1.PullRequest\x1a\x17.tandem.v1.PullResponse\x12=\n\nPushUpdate\x12\x16.tandem.v1.PushRequest\x1a\x17.tandem.v1.PushResponse\x12O\n\x0eGetDeviceModel\x12\x1d.tandem.v1.DeviceModelRequest\x1a\x1e.tandem.v1.DeviceModelResponse\x12O\n\x0cReportEvents\x12\x1e.tandem.v1.ReportEventsRequest\x1a\x1f.tandem.v1.ReportEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/tandem/v1/tandem.proto\x12\ttandem.v1\"#\n\x06Vector\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"2\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"T\n\x08\x42\x65havior\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"\xff\x01\n\x10RecommendRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12#\n\x06recent\x18\x03 \x03(\x0b\x32\x13.tandem.v1.Behavior\x12#\n\x08interest\x18\x04 \x01(\x0b\x32\x11.tandem.v1.Vector\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\x03\x12\x0f\n\x07private\x18\x07 \x01(\x08\x12\'\n\x0cinterest_set\x18\x08 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12\x18\n\x10interest_weights\x18\t \x03(\x02\"\x83\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\x03\x12\x0b\n\x03\x63tr\x18\x03 \x01(\x02\x12\r\n\x05\x63tcvr\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12$\n\tembedding\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Vector\"\x91\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tandem.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\"D\n\x0bPullRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\"\xf7\x01\n\x0cPullResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x1f\n\x04rows\x18\x02 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12%\n\x05\x64\x65nse\x18\x03 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x04\x12\x10\n\x08round_id\x18\x06 \x01(\t\x12\x10\n\x08selected\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x03\x12\'\n\x06secure\x18\t \x01(\x0b\x32\x17.tandem.v1.SecAggParams\"`\n\rPrivacyReport\x12\x0f\n\x07\x65psilon\x18\x01 \x01(\x01\x12\x11\n\tkeep_prob\x18\x02 \x01(\x01\x12\x12\n\ndecoy_prob\x18\x03 \x01(\x01\x12\x17\n\x0f\x64\x65\x63oy_pool_size\x18\x04 \x01(\r\"\x9d\x02\n\x0bPushRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12\x11\n\tupdate_id\x18\x03 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\x04\x12\x10\n\x08item_ids\x18\x05 \x03(\x03\x12%\n\nrow_deltas\x18\x06 \x01(\x0b\x32\x11.tandem.v1.Matrix\x12\x19\n\x11row_sample_counts\x18\x07 \x03(\r\x12,\n\x0c\x64\x65nse_deltas\x18\x08 \x03(\x0b\x32\x16.tandem.v1.NamedTensor\x12\x13\n\x0bnum_samples\x18\t \x01(\r\x12)\n\x07privacy\x18\n \x01(\x0b\x32\x18.tandem.v1.PrivacyReport\"I\n\x0cPushResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fstream_entry_id\x18\x03 \x01(\t\"N\n\x12\x44\x65viceModelRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\x9b\x01\n\x13\x44\x65viceModelResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nonnx_model\x18\x03 \x01(\x0c\x12\x19\n\x11\x65mbedding_version\x18\x04 \x01(\t\x12\x14\n\x0cnot_modified\x18\x05 \x01(\x08\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x10\n\x08manifest\x18\x07 \x01(\t\"\xf2\x01\n\x05\x45vent\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x11.tandem.v1.Action\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x10\n\x08position\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x13\n\x0b\x61sked_cloud\x18\x07 \x01(\x08\x12\r\n\x05value\x18\x08 \x01(\x02\x12\x11\n\tthreshold\x18\t \x01(\x02\x12\x12\n\npropensity\x18\n \x01(\x02\x12\x10\n\x08\x66\x65\x61tures\x18\x0b \x03(\x02\x12\x0c\n\x04step\x18\x0c \x01(\r\"\\\n\x13ReportEventsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.tandem.v1.Event\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\";\n\x14ReportEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xbe\x01\n\x0cSecAggParams\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\x11\n\trow_width\x18\x02 \x01(\r\x12\x11\n\tdense_len\x18\x03 \x01(\r\x12\x10\n\x08row_clip\x18\x04 \x01(\x01\x12\x12\n\ndense_clip\x18\x05 \x01(\x01\x12\x12\n\nmax_cohort\x18\x06 \x01(\r\x12\x11\n\tcount_cap\x18\x07 \x01(\r\x12\x12\n\nsample_cap\x18\x08 \x01(\r\x12\x14\n\x0c\x62\x61se_version\x18\t \x01(\x04\"(\n\nSecAggKeys\x12\x0c\n\x04\x63_pk\x18\x01 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x02 \x01(\x0c\"B\n\x11SecAggRosterEntry\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63_pk\x18\x02 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x03 \x01(\x0c\"/\n\x0bSecAggShare\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"6\n\x0cSecAggShares\x12&\n\x06shares\x18\x01 \x03(\x0b\x32\x16.tandem.v1.SecAggShare\"f\n\x0cSecAggMasked\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x10\n\x08row_data\x18\x03 \x01(\x0c\x12\x12\n\ndense_data\x18\x04 \x01(\x0c\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x04\"\xde\x01\n\x0cSecAggUnmask\x12\x36\n\x08s_shares\x18\x01 \x03(\x0b\x32$.tandem.v1.SecAggUnmask.SSharesEntry\x12\x36\n\x08\x62_shares\x18\x02 \x03(\x0b\x32$.tandem.v1.SecAggUnmask.BSharesEntry\x1a.\n\x0cSSharesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a.\n\x0c\x42SharesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"4\n\x12SecAggIntersection\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\"\xe5\x01\n\rSecAggRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\t\x12%\n\x04keys\x18\x03 \x01(\x0b\x32\x15.tandem.v1.SecAggKeysH\x00\x12)\n\x06shares\x18\x04 \x01(\x0b\x32\x17.tandem.v1.SecAggSharesH\x00\x12)\n\x06masked\x18\x05 \x01(\x0b\x32\x17.tandem.v1.SecAggMaskedH\x00\x12)\n\x06unmask\x18\x06 \x01(\x0b\x32\x17.tandem.v1.SecAggUnmaskH\x00\x42\x07\n\x05stage\"\xb4\x02\n\x0eSecAggResponse\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.tandem.v1.SecAggParams\x12,\n\x06roster\x18\x05 \x03(\x0b\x32\x1c.tandem.v1.SecAggRosterEntry\x12%\n\x05inbox\x18\x06 \x03(\x0b\x32\x16.tandem.v1.SecAggShare\x12\x34\n\rintersections\x18\x07 \x03(\x0b\x32\x1d.tandem.v1.SecAggIntersection\x12\x11\n\tsurvivors\x18\x08 \x03(\t\x12\x0f\n\x07\x64ropped\x18\t \x03(\t\x12\x19\n\x11phase_deadline_ms\x18\n \x01(\x03*G\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPOSURE\x10\x01\x12\t\n\x05\x43LICK\x10\x02\x12\x0c\n\x08PURCHASE\x10\x03\x32\xba\x03\n\x06Tandem\x12\x46\n\tRecommend\x12\x1b.tandem.v1.RecommendRequest\x1a\x1c.tandem.v1.RecommendResponse\x12?\n\x0cPullSubmodel\x12\x16.tandem.v1.PullRequest\x1a\x17.tandem.v1.PullResponse\x12=\n\nPushUpdate\x12\x16.tandem.v1.PushRequest\x1a\x17.tandem.v1.PushResponse\x12O\n\x0eGetDeviceModel\x12\x1d.tandem.v1.DeviceModelRequest\x1a\x1e.tandem.v1.DeviceModelResponse\x12O\n\x0cReportEvents\x12\x1e.tandem.v1.ReportEventsRequest\x1a\x1f.tandem.v1.ReportEventsResponse\x12\x46\n\x0fSecureAggregate\x12\x18.tandem.v1.SecAggRequest\x1a\x19.tandem.v1.SecAggResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.tandem.v1.tandem_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=2111
-  _globals['_ACTION']._serialized_end=2182
+  _globals['_SECAGGUNMASK_SSHARESENTRY']._loaded_options = None
+  _globals['_SECAGGUNMASK_SSHARESENTRY']._serialized_options = b'8\001'
+  _globals['_SECAGGUNMASK_BSHARESENTRY']._loaded_options = None
+  _globals['_SECAGGUNMASK_BSHARESENTRY']._serialized_options = b'8\001'
+  _globals['_ACTION']._serialized_start=3570
+  _globals['_ACTION']._serialized_end=3641
   _globals['_VECTOR']._serialized_start=44
   _globals['_VECTOR']._serialized_end=79
   _globals['_MATRIX']._serialized_start=81
@@ -42,31 +46,55 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BEHAVIOR']._serialized_start=191
   _globals['_BEHAVIOR']._serialized_end=275
   _globals['_RECOMMENDREQUEST']._serialized_start=278
-  _globals['_RECOMMENDREQUEST']._serialized_end=449
-  _globals['_SCOREDITEM']._serialized_start=452
-  _globals['_SCOREDITEM']._serialized_end=583
-  _globals['_RECOMMENDRESPONSE']._serialized_start=586
-  _globals['_RECOMMENDRESPONSE']._serialized_end=731
-  _globals['_PULLREQUEST']._serialized_start=733
-  _globals['_PULLREQUEST']._serialized_end=801
-  _globals['_PULLRESPONSE']._serialized_start=804
-  _globals['_PULLRESPONSE']._serialized_end=1010
-  _globals['_PRIVACYREPORT']._serialized_start=1012
-  _globals['_PRIVACYREPORT']._serialized_end=1108
-  _globals['_PUSHREQUEST']._serialized_start=1111
-  _globals['_PUSHREQUEST']._serialized_end=1396
-  _globals['_PUSHRESPONSE']._serialized_start=1398
-  _globals['_PUSHRESPONSE']._serialized_end=1471
-  _globals['_DEVICEMODELREQUEST']._serialized_start=1473
-  _globals['_DEVICEMODELREQUEST']._serialized_end=1551
-  _globals['_DEVICEMODELRESPONSE']._serialized_start=1554
-  _globals['_DEVICEMODELRESPONSE']._serialized_end=1709
-  _globals['_EVENT']._serialized_start=1712
-  _globals['_EVENT']._serialized_end=1954
-  _globals['_REPORTEVENTSREQUEST']._serialized_start=1956
-  _globals['_REPORTEVENTSREQUEST']._serialized_end=2048
-  _globals['_REPORTEVENTSRESPONSE']._serialized_start=2050
-  _globals['_REPORTEVENTSRESPONSE']._serialized_end=2109
-  _globals['_TANDEM']._serialized_start=2185
-  _globals['_TANDEM']._serialized_end=2555
+  _globals['_RECOMMENDREQUEST']._serialized_end=533
+  _globals['_SCOREDITEM']._serialized_start=536
+  _globals['_SCOREDITEM']._serialized_end=667
+  _globals['_RECOMMENDRESPONSE']._serialized_start=670
+  _globals['_RECOMMENDRESPONSE']._serialized_end=815
+  _globals['_PULLREQUEST']._serialized_start=817
+  _globals['_PULLREQUEST']._serialized_end=885
+  _globals['_PULLRESPONSE']._serialized_start=888
+  _globals['_PULLRESPONSE']._serialized_end=1135
+  _globals['_PRIVACYREPORT']._serialized_start=1137
+  _globals['_PRIVACYREPORT']._serialized_end=1233
+  _globals['_PUSHREQUEST']._serialized_start=1236
+  _globals['_PUSHREQUEST']._serialized_end=1521
+  _globals['_PUSHRESPONSE']._serialized_start=1523
+  _globals['_PUSHRESPONSE']._serialized_end=1596
+  _globals['_DEVICEMODELREQUEST']._serialized_start=1598
+  _globals['_DEVICEMODELREQUEST']._serialized_end=1676
+  _globals['_DEVICEMODELRESPONSE']._serialized_start=1679
+  _globals['_DEVICEMODELRESPONSE']._serialized_end=1834
+  _globals['_EVENT']._serialized_start=1837
+  _globals['_EVENT']._serialized_end=2079
+  _globals['_REPORTEVENTSREQUEST']._serialized_start=2081
+  _globals['_REPORTEVENTSREQUEST']._serialized_end=2173
+  _globals['_REPORTEVENTSRESPONSE']._serialized_start=2175
+  _globals['_REPORTEVENTSRESPONSE']._serialized_end=2234
+  _globals['_SECAGGPARAMS']._serialized_start=2237
+  _globals['_SECAGGPARAMS']._serialized_end=2427
+  _globals['_SECAGGKEYS']._serialized_start=2429
+  _globals['_SECAGGKEYS']._serialized_end=2469
+  _globals['_SECAGGROSTERENTRY']._serialized_start=2471
+  _globals['_SECAGGROSTERENTRY']._serialized_end=2537
+  _globals['_SECAGGSHARE']._serialized_start=2539
+  _globals['_SECAGGSHARE']._serialized_end=2586
+  _globals['_SECAGGSHARES']._serialized_start=2588
+  _globals['_SECAGGSHARES']._serialized_end=2642
+  _globals['_SECAGGMASKED']._serialized_start=2644
+  _globals['_SECAGGMASKED']._serialized_end=2746
+  _globals['_SECAGGUNMASK']._serialized_start=2749
+  _globals['_SECAGGUNMASK']._serialized_end=2971
+  _globals['_SECAGGUNMASK_SSHARESENTRY']._serialized_start=2877
+  _globals['_SECAGGUNMASK_SSHARESENTRY']._serialized_end=2923
+  _globals['_SECAGGUNMASK_BSHARESENTRY']._serialized_start=2925
+  _globals['_SECAGGUNMASK_BSHARESENTRY']._serialized_end=2971
+  _globals['_SECAGGINTERSECTION']._serialized_start=2973
+  _globals['_SECAGGINTERSECTION']._serialized_end=3025
+  _globals['_SECAGGREQUEST']._serialized_start=3028
+  _globals['_SECAGGREQUEST']._serialized_end=3257
+  _globals['_SECAGGRESPONSE']._serialized_start=3260
+  _globals['_SECAGGRESPONSE']._serialized_end=3568
+  _globals['_TANDEM']._serialized_start=3644
+  _globals['_TANDEM']._serialized_end=4086
 # @@protoc_insertion_point(module_scope)

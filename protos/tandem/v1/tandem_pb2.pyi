@@ -159,10 +159,19 @@ class RecommendRequest(_message.Message):
     INTEREST_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    PRIVATE_FIELD_NUMBER: _builtins.int
+    INTEREST_SET_FIELD_NUMBER: _builtins.int
+    INTEREST_WEIGHTS_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     k: _builtins.int
     model_version: _builtins.str
     """the embedding version the device holds"""
+    private: _builtins.bool
+    """The private mode: no behaviour leaves the device (`recent` must be empty) and the cloud
+    stores none. It ranks with `interest_set`, a pseudo-history the device's interest encoder
+    made from the embedding rows of its last clicks (at most 16 rows of the bundle's dim,
+    finite, |x| <= 100), and retrieves by `interest` (or the weighted mean of the set).
+    """
     @_builtins.property
     def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___Behavior]:
         """most recent last"""
@@ -175,6 +184,12 @@ class RecommendRequest(_message.Message):
     def exclude_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """already shown in this session"""
 
+    @_builtins.property
+    def interest_set(self) -> Global___Matrix: ...
+    @_builtins.property
+    def interest_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """one per row of interest_set: the clicks it stands for"""
+
     def __init__(
         self,
         *,
@@ -184,10 +199,13 @@ class RecommendRequest(_message.Message):
         interest: Global___Vector | None = ...,
         model_version: _builtins.str = ...,
         exclude_item_ids: _abc.Iterable[_builtins.int] | None = ...,
+        private: _builtins.bool = ...,
+        interest_set: Global___Matrix | None = ...,
+        interest_weights: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["interest", b"interest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interest", b"interest", "interest_set", b"interest_set"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "exclude_item_ids", b"exclude_item_ids", "interest", b"interest", "k", b"k", "model_version", b"model_version", "recent", b"recent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "exclude_item_ids", b"exclude_item_ids", "interest", b"interest", "interest_set", b"interest_set", "interest_weights", b"interest_weights", "k", b"k", "model_version", b"model_version", "private", b"private", "recent", b"recent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,6 +334,7 @@ class PullResponse(_message.Message):
     ROUND_ID_FIELD_NUMBER: _builtins.int
     SELECTED_FIELD_NUMBER: _builtins.int
     DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    SECURE_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     base_version: _builtins.int
     round_id: _builtins.str
@@ -332,6 +351,12 @@ class PullResponse(_message.Message):
     def rows(self) -> Global___Matrix: ...
     @_builtins.property
     def dense(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedTensor]: ...
+    @_builtins.property
+    def secure(self) -> Global___SecAggParams:
+        """set when the round runs secure aggregation: the device answers through SecureAggregate
+        (masked values only) instead of PushUpdate, which refuses plain pushes into such a round
+        """
+
     def __init__(
         self,
         *,
@@ -343,10 +368,11 @@ class PullResponse(_message.Message):
         round_id: _builtins.str = ...,
         selected: _builtins.bool = ...,
         deadline_ms: _builtins.int = ...,
+        secure: Global___SecAggParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows", "secure", b"secure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "deadline_ms", b"deadline_ms", "dense", b"dense", "item_ids", b"item_ids", "model_version", b"model_version", "round_id", b"round_id", "rows", b"rows", "selected", b"selected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "deadline_ms", b"deadline_ms", "dense", b"dense", "item_ids", b"item_ids", "model_version", b"model_version", "round_id", b"round_id", "rows", b"rows", "secure", b"secure", "selected", b"selected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -671,3 +697,394 @@ class ReportEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportEventsResponse: _TypeAlias = ReportEventsResponse  # noqa: Y015
+
+@_typing.final
+class SecAggParams(_message.Message):
+    """The fixed parameters of a secure-aggregation round (docs/federated.md "Secure aggregation").
+    A device's masked input has one row of row_width values per pulled row — its count-weighted
+    delta quantised (dim values), its clipped sample count, and 1 when it trained the row — and a
+    dense segment of dense_len values (the sample-weighted dense deltas, then the weight).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    ROW_WIDTH_FIELD_NUMBER: _builtins.int
+    DENSE_LEN_FIELD_NUMBER: _builtins.int
+    ROW_CLIP_FIELD_NUMBER: _builtins.int
+    DENSE_CLIP_FIELD_NUMBER: _builtins.int
+    MAX_COHORT_FIELD_NUMBER: _builtins.int
+    COUNT_CAP_FIELD_NUMBER: _builtins.int
+    SAMPLE_CAP_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.int
+    """t of Shamir's t-of-n; > half the selected devices"""
+    row_width: _builtins.int
+    """dim + 2"""
+    dense_len: _builtins.int
+    """every dense parameter + 1"""
+    row_clip: _builtins.float
+    """|count * delta| per coordinate is clipped to this"""
+    dense_clip: _builtins.float
+    """|weight * delta| per coordinate is clipped to this"""
+    max_cohort: _builtins.int
+    """sums of this many inputs cannot wrap in Z_2^32"""
+    count_cap: _builtins.int
+    """a row's sample count is clipped to this"""
+    sample_cap: _builtins.int
+    """the dense weight (samples) is clipped to this"""
+    base_version: _builtins.int
+    """the model version every input must be trained on"""
+    def __init__(
+        self,
+        *,
+        threshold: _builtins.int = ...,
+        row_width: _builtins.int = ...,
+        dense_len: _builtins.int = ...,
+        row_clip: _builtins.float = ...,
+        dense_clip: _builtins.float = ...,
+        max_cohort: _builtins.int = ...,
+        count_cap: _builtins.int = ...,
+        sample_cap: _builtins.int = ...,
+        base_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "count_cap", b"count_cap", "dense_clip", b"dense_clip", "dense_len", b"dense_len", "max_cohort", b"max_cohort", "row_clip", b"row_clip", "row_width", b"row_width", "sample_cap", b"sample_cap", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggParams: _TypeAlias = SecAggParams  # noqa: Y015
+
+@_typing.final
+class SecAggKeys(_message.Message):
+    """AdvertiseKeys: the device's two X25519 public keys (32 bytes each)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    C_PK_FIELD_NUMBER: _builtins.int
+    S_PK_FIELD_NUMBER: _builtins.int
+    c_pk: _builtins.bytes
+    """for encrypting the shares sent to it"""
+    s_pk: _builtins.bytes
+    """for agreeing pairwise mask seeds"""
+    def __init__(
+        self,
+        *,
+        c_pk: _builtins.bytes = ...,
+        s_pk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["c_pk", b"c_pk", "s_pk", b"s_pk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggKeys: _TypeAlias = SecAggKeys  # noqa: Y015
+
+@_typing.final
+class SecAggRosterEntry(_message.Message):
+    """One roster entry: a device and its advertised keys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    C_PK_FIELD_NUMBER: _builtins.int
+    S_PK_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    c_pk: _builtins.bytes
+    s_pk: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        c_pk: _builtins.bytes = ...,
+        s_pk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["c_pk", b"c_pk", "device_id", b"device_id", "s_pk", b"s_pk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggRosterEntry: _TypeAlias = SecAggRosterEntry  # noqa: Y015
+
+@_typing.final
+class SecAggShare(_message.Message):
+    """One encrypted Shamir share message (AES-GCM, bound to round, sender and receiver)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    peer: _builtins.str
+    """the receiver when sent, the sender when delivered"""
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        peer: _builtins.str = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "peer", b"peer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggShare: _TypeAlias = SecAggShare  # noqa: Y015
+
+@_typing.final
+class SecAggShares(_message.Message):
+    """ShareKeys: one share message for every other roster member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggShare]: ...
+    def __init__(
+        self,
+        *,
+        shares: _abc.Iterable[Global___SecAggShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggShares: _TypeAlias = SecAggShares  # noqa: Y015
+
+@_typing.final
+class SecAggMasked(_message.Message):
+    """MaskedInputCollection: the masked input, little-endian uint32 values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLS_FIELD_NUMBER: _builtins.int
+    ROW_DATA_FIELD_NUMBER: _builtins.int
+    DENSE_DATA_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    rows: _builtins.int
+    """= the number of ids the device pulled this round"""
+    cols: _builtins.int
+    """= row_width"""
+    row_data: _builtins.bytes
+    """4 * rows * cols bytes"""
+    dense_data: _builtins.bytes
+    """4 * dense_len bytes"""
+    base_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        rows: _builtins.int = ...,
+        cols: _builtins.int = ...,
+        row_data: _builtins.bytes = ...,
+        dense_data: _builtins.bytes = ...,
+        base_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "cols", b"cols", "dense_data", b"dense_data", "row_data", b"row_data", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggMasked: _TypeAlias = SecAggMasked  # noqa: Y015
+
+@_typing.final
+class SecAggUnmask(_message.Message):
+    """Unmasking: shares of the dropped devices' mask keys and of the survivors' self-mask seeds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SSharesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BSharesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    S_SHARES_FIELD_NUMBER: _builtins.int
+    B_SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def s_shares(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """dropped device -> its share (big-endian integer)"""
+
+    @_builtins.property
+    def b_shares(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """surviving device -> its share (big-endian integer)"""
+
+    def __init__(
+        self,
+        *,
+        s_shares: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        b_shares: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["b_shares", b"b_shares", "s_shares", b"s_shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggUnmask: _TypeAlias = SecAggUnmask  # noqa: Y015
+
+@_typing.final
+class SecAggIntersection(_message.Message):
+    """The rows a device shares with one peer: its pairwise mask covers exactly these."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_FIELD_NUMBER: _builtins.int
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    peer: _builtins.str
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        peer: _builtins.str = ...,
+        item_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_ids", b"item_ids", "peer", b"peer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggIntersection: _TypeAlias = SecAggIntersection  # noqa: Y015
+
+@_typing.final
+class SecAggRequest(_message.Message):
+    """One stage of a device's secure-aggregation round, or a poll (no stage set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    MASKED_FIELD_NUMBER: _builtins.int
+    UNMASK_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    round_id: _builtins.str
+    @_builtins.property
+    def keys(self) -> Global___SecAggKeys: ...
+    @_builtins.property
+    def shares(self) -> Global___SecAggShares: ...
+    @_builtins.property
+    def masked(self) -> Global___SecAggMasked: ...
+    @_builtins.property
+    def unmask(self) -> Global___SecAggUnmask: ...
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        round_id: _builtins.str = ...,
+        keys: Global___SecAggKeys | None = ...,
+        shares: Global___SecAggShares | None = ...,
+        masked: Global___SecAggMasked | None = ...,
+        unmask: Global___SecAggUnmask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "masked", b"masked", "shares", b"shares", "stage", b"stage", "unmask", b"unmask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "keys", b"keys", "masked", b"masked", "round_id", b"round_id", "shares", b"shares", "stage", b"stage", "unmask", b"unmask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_stage: _TypeAlias = _typing.Literal["keys", "shares", "masked", "unmask"]  # noqa: Y015
+    _WhichOneofArgType_stage: _TypeAlias = _typing.Literal["stage", b"stage"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_stage) -> _WhichOneofReturnType_stage | None: ...
+
+Global___SecAggRequest: _TypeAlias = SecAggRequest  # noqa: Y015
+
+@_typing.final
+class SecAggResponse(_message.Message):
+    """The round's phase and what the device needs for its next stage in it:
+    shares -> roster; masked -> inbox + intersections; unmask -> survivors + dropped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    ROSTER_FIELD_NUMBER: _builtins.int
+    INBOX_FIELD_NUMBER: _builtins.int
+    INTERSECTIONS_FIELD_NUMBER: _builtins.int
+    SURVIVORS_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    PHASE_DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """keys | shares | masked | unmask | done | aborted"""
+    accepted: _builtins.bool
+    """the stage sent was stored (or was already)"""
+    reason: _builtins.str
+    """why a stage was not taken"""
+    phase_deadline_ms: _builtins.int
+    @_builtins.property
+    def params(self) -> Global___SecAggParams: ...
+    @_builtins.property
+    def roster(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggRosterEntry]: ...
+    @_builtins.property
+    def inbox(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggShare]: ...
+    @_builtins.property
+    def intersections(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggIntersection]: ...
+    @_builtins.property
+    def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dropped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        accepted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        params: Global___SecAggParams | None = ...,
+        roster: _abc.Iterable[Global___SecAggRosterEntry] | None = ...,
+        inbox: _abc.Iterable[Global___SecAggShare] | None = ...,
+        intersections: _abc.Iterable[Global___SecAggIntersection] | None = ...,
+        survivors: _abc.Iterable[_builtins.str] | None = ...,
+        dropped: _abc.Iterable[_builtins.str] | None = ...,
+        phase_deadline_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "dropped", b"dropped", "inbox", b"inbox", "intersections", b"intersections", "params", b"params", "phase", b"phase", "phase_deadline_ms", b"phase_deadline_ms", "reason", b"reason", "roster", b"roster", "survivors", b"survivors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggResponse: _TypeAlias = SecAggResponse  # noqa: Y015

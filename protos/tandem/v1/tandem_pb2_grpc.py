@@ -59,6 +59,11 @@ class TandemStub:
                 request_serializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.ReportEventsRequest.SerializeToString,
                 response_deserializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.ReportEventsResponse.FromString,
                 _registered_method=True)
+        self.SecureAggregate = channel.unary_unary(
+                '/tandem.v1.Tandem/SecureAggregate',
+                request_serializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.SecAggResponse.FromString,
+                _registered_method=True)
 
 
 class TandemServicer:
@@ -99,6 +104,15 @@ class TandemServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecureAggregate(self, request, context):
+        """Federated learning with secure aggregation (Bonawitz et al., CCS 2017): one call per stage
+        (advertise keys, share keys, masked input, unmask) or a poll; answers the round's phase and
+        what this device needs for its next stage. Acknowledged messages are durably stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TandemServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +140,11 @@ def add_TandemServicer_to_server(servicer, server):
                     servicer.ReportEvents,
                     request_deserializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.ReportEventsRequest.FromString,
                     response_serializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.ReportEventsResponse.SerializeToString,
+            ),
+            'SecureAggregate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecureAggregate,
+                    request_deserializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.SecAggRequest.FromString,
+                    response_serializer=protos_dot_tandem_dot_v1_dot_tandem__pb2.SecAggResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +282,33 @@ class Tandem:
             '/tandem.v1.Tandem/ReportEvents',
             protos_dot_tandem_dot_v1_dot_tandem__pb2.ReportEventsRequest.SerializeToString,
             protos_dot_tandem_dot_v1_dot_tandem__pb2.ReportEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureAggregate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.Tandem/SecureAggregate',
+            protos_dot_tandem_dot_v1_dot_tandem__pb2.SecAggRequest.SerializeToString,
+            protos_dot_tandem_dot_v1_dot_tandem__pb2.SecAggResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,11 @@ class TandemStub:
     """The current on-device ONNX model (with sha256), or not_modified."""
     ReportEvents: _grpc.UnaryUnaryMultiCallable[_tandem_pb2.ReportEventsRequest, _tandem_pb2.ReportEventsResponse]
     """Behaviour events reported by a device, appended to a bounded stream for training."""
+    SecureAggregate: _grpc.UnaryUnaryMultiCallable[_tandem_pb2.SecAggRequest, _tandem_pb2.SecAggResponse]
+    """Federated learning with secure aggregation (Bonawitz et al., CCS 2017): one call per stage
+    (advertise keys, share keys, masked input, unmask) or a poll; answers the round's phase and
+    what this device needs for its next stage. Acknowledged messages are durably stored.
+    """
 
 @_typing.type_check_only
 class TandemAsyncStub(TandemStub):
@@ -57,6 +62,11 @@ class TandemAsyncStub(TandemStub):
     """The current on-device ONNX model (with sha256), or not_modified."""
     ReportEvents: _aio.UnaryUnaryMultiCallable[_tandem_pb2.ReportEventsRequest, _tandem_pb2.ReportEventsResponse]  # type: ignore[assignment]
     """Behaviour events reported by a device, appended to a bounded stream for training."""
+    SecureAggregate: _aio.UnaryUnaryMultiCallable[_tandem_pb2.SecAggRequest, _tandem_pb2.SecAggResponse]  # type: ignore[assignment]
+    """Federated learning with secure aggregation (Bonawitz et al., CCS 2017): one call per stage
+    (advertise keys, share keys, masked input, unmask) or a poll; answers the round's phase and
+    what this device needs for its next stage. Acknowledged messages are durably stored.
+    """
 
 class TandemServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -98,5 +108,16 @@ class TandemServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tandem_pb2.ReportEventsResponse, _abc.Awaitable[_tandem_pb2.ReportEventsResponse]]:
         """Behaviour events reported by a device, appended to a bounded stream for training."""
+
+    @_abc_1.abstractmethod
+    def SecureAggregate(
+        self,
+        request: _tandem_pb2.SecAggRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tandem_pb2.SecAggResponse, _abc.Awaitable[_tandem_pb2.SecAggResponse]]:
+        """Federated learning with secure aggregation (Bonawitz et al., CCS 2017): one call per stage
+        (advertise keys, share keys, masked input, unmask) or a poll; answers the round's phase and
+        what this device needs for its next stage. Acknowledged messages are durably stored.
+        """
 
 def add_TandemServicer_to_server(servicer: TandemServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Offline audits of the device's privacy mechanisms against the simulated fleet."""

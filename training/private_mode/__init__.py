@@ -1,0 +1,1 @@
+"""Private Recommend: an on-device interest encoder distilled from the cloud ranker, evaluated."""
