@@ -15,6 +15,7 @@ from device_agent.trainer.participant import Participant, PrivacyConfig, RoundOu
 from device_agent.trainer.secure_participant import SecureParticipant
 
 log = logging.getLogger(__name__)
+SECURE_POLL_S = 1.0
 
 
 class TrainerLoop:
@@ -53,8 +54,14 @@ class TrainerLoop:
             out.append(outcome)
         return out
 
+    def next_wait_s(self) -> float:
+        """The interval, or at most SECURE_POLL_S while a device is in a secure round: its
+        phases close when the cohort has answered or at a deadline of a few seconds, so a
+        device waiting a whole interval between stages would miss them."""
+        return min(self.interval_s, SECURE_POLL_S) if self.participant.rounds else self.interval_s
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.wait(self.next_wait_s()):
             try:
                 self.run_once()
             except Exception:  # training must never take the agent down

@@ -45,10 +45,13 @@ def test_agent_devices_run_a_secure_round_that_is_applied(
     touched = np.unique(np.concatenate([examples[d].true_ids() for d in DEVICES]))
     before, _, _ = fed.store.snapshot(touched.tolist(), fed.dim)
 
-    states = []
+    assert agent.trainer.next_wait_s() == 3600  # nothing under way: the interval
+    states, waits = [], []
     for _ in range(5):  # keys, shares, masked, unmask, done: a stage per pass
         states.append(sorted({o.state for o in agent.trainer.run_once()}))
+        waits.append(agent.trainer.next_wait_s())
         agg.step(block_ms=10)
+    assert waits == [1.0, 1.0, 1.0, 1.0, 3600]  # polled fast only while a round is under way
     assert states[:4] == [["secagg:keys"], ["secagg:shares"], ["secagg:masked"],
                           ["secagg:unmask"]]  # fmt: skip
     assert states[4] == ["pushed"]
