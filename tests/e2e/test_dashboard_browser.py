@@ -47,7 +47,7 @@ def test_dashboard_shows_live_numbers_without_reload(
         "DEVICE_CLOUD_TARGET": f"127.0.0.1:{grpc_port}", "DEVICE_HTTP_PORT": str(agent_port),
         "DEVICE_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
         "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_REQUEST_BUDGET": "0",
-        "DEVICE_INITIAL_THRESHOLD": "1e9",  # asks the cloud for its first list only
+        "DEVICE_INITIAL_THRESHOLD": "1e9", "DEVICE_EXPLORATION": "0",  # first list only
     }  # fmt: skip
     cloud = start_child("cloud", "cloud_service.main", cloud_env, tmp_path, tmp_path / "c.log")
     agent = start_child("agent", "device_agent.main", agent_env, tmp_path, tmp_path / "a.log")

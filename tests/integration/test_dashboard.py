@@ -92,7 +92,7 @@ def test_agents_are_summed_and_dead_ones_shown_without_failing(
     )
     settings = DeviceSettings(
         cloud=CloudLinkSettings(target=f"127.0.0.1:{server.grpc_port}", deadline_ms=500),
-        pacing=PacingSettings(request_budget=0.0, initial_threshold=1e9),  # never asks again
+        pacing=PacingSettings(request_budget=0.0, initial_threshold=1e9, exploration=0.0),
         models=ModelSettings(release_public_key_file=tiny_artifacts.public_key),
     )
     agent = AgentServer(build_agent(settings), settings.agent.host, agent_port)
