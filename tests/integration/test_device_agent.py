@@ -41,7 +41,8 @@ def test_agent_serves_pages_from_its_pool_and_asks_the_cloud_first(
     start_cloud: StartCloud, start_agent: Any
 ) -> None:
     cloud, services = start_cloud()
-    url, _ = start_agent(cloud.grpc_port, request_budget=0.0, initial_threshold=1e9)  # never asks
+    url, _ = start_agent(cloud.grpc_port, request_budget=0.0, initial_threshold=1e9,
+                         exploration=0.0)  # never asks again
     pages = feed(url, "phone-1", steps=6)
     assert pages[0]["source"] == "cloud" and pages[0]["decision"]["outcome"] == "initial"
     assert all(p["source"] == "local" for p in pages[1:])

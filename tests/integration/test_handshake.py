@@ -28,7 +28,8 @@ def test_a_stale_reranker_is_not_used_on_newer_rows(
 ) -> None:
     cloud, _ = start_cloud()
     url, server = start_agent(cloud.grpc_port, model_poll_s=1000.0, request_budget=0.0,
-                              initial_threshold=1e9, events_forward=False)  # fmt: skip
+                              initial_threshold=1e9, events_forward=False,
+                              exploration=0.0)  # fmt: skip
     agent = server.agent
     for t in range(3):
         step(url, "ph-1", t)

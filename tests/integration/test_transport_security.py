@@ -243,7 +243,8 @@ def test_the_agent_talks_tls_to_the_cloud_and_serves_https(
     url, _ = start_agent(
         cloud.grpc_port, cloud_tls=True, cloud_ca_file=pki.ca, cloud_tls_server_name=SERVER_NAME,
         http_tls_cert_file=pki.server_cert, http_tls_key_file=pki.server_key,
-        request_budget=0.0, initial_threshold=1e9, events_forward=False, token_lifetime_s=600,
+        request_budget=0.0, initial_threshold=1e9, exploration=0.0, events_forward=False,
+        token_lifetime_s=600,
     )  # fmt: skip
     https = url.replace("http:", "https:")
     verify = ssl.create_default_context(cafile=pki.ca)
