@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from device_agent.inference.reranker import ModelIntegrityError
+from device_agent.inference.reranker import ModelIntegrityError, check_sha256
 from device_agent.ports import PrivateInterest
-from tandem_core.artifacts import sha256_bytes
 from tandem_core.onnx_session import cpu_session
 
 INPUTS = ("rows", "mask")
@@ -49,8 +48,7 @@ class OnnxInterestEncoder:
         threads: int = 1,
         embedding_version: str = "",
     ) -> OnnxInterestEncoder:
-        if sha256_bytes(model_bytes) != expected_sha256:
-            raise ModelIntegrityError(f"interest encoder {version} does not match its sha256")
+        check_sha256(model_bytes, expected_sha256, f"interest encoder {version}")
         return cls(model_bytes, version, threads, embedding_version)
 
     def encode(self, clicked_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

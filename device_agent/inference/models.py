@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from device_agent import metrics
 from device_agent.inference.interest_encoder import OnnxInterestEncoder
-from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker
+from device_agent.inference.reranker import ModelIntegrityError, OnnxReranker, check_sha256
 from device_agent.policy.detector import ShiftDetector
 from device_agent.policy.value import RequestValueModel
 from device_agent.ports import CloudError, CloudPort, DeviceModelBytes
@@ -149,8 +149,7 @@ class ValueModelSlot(ModelSlot):
         self.current = model  # any object with `value(features) -> float` (tests: a fixed one)
 
     def build(self, reply: DeviceModelBytes) -> RequestValueModel:
-        if sha256_bytes(reply.onnx_model) != reply.sha256:
-            raise ModelIntegrityError("the value model does not match its sha256")
+        check_sha256(reply.onnx_model, reply.sha256, "the value model")
         return RequestValueModel(reply.onnx_model, self.threads)
 
 
@@ -161,8 +160,7 @@ class ShiftDetectorSlot(ModelSlot):
     current: ShiftDetector | None
 
     def build(self, reply: DeviceModelBytes) -> ShiftDetector:
-        if sha256_bytes(reply.onnx_model) != reply.sha256:
-            raise ModelIntegrityError("the shift detector does not match its sha256")
+        check_sha256(reply.onnx_model, reply.sha256, "the shift detector")
         return ShiftDetector(reply.onnx_model, self.threads)
 
 

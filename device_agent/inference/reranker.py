@@ -16,6 +16,15 @@ class ModelIntegrityError(RuntimeError):
     """The model bytes do not hash to the sha256 the registry announced."""
 
 
+def check_sha256(model_bytes: bytes, expected_sha256: str, what: str) -> None:
+    """Refuse model bytes that are not the ones the registry's manifest names."""
+    digest = sha256_bytes(model_bytes)
+    if digest != expected_sha256:
+        raise ModelIntegrityError(
+            f"{what}: sha256 {digest[:12]}… does not match {expected_sha256[:12]}…"
+        )
+
+
 class OnnxReranker:
     """An ONNX Runtime session for the device re-ranker; one intra-op thread by default."""
 
@@ -38,11 +47,7 @@ class OnnxReranker:
         threads: int = 1,
         embedding_version: str = "",
     ) -> OnnxReranker:
-        digest = sha256_bytes(model_bytes)
-        if digest != expected_sha256:
-            raise ModelIntegrityError(
-                f"model {version}: sha256 {digest[:12]}… does not match {expected_sha256[:12]}…"
-            )
+        check_sha256(model_bytes, expected_sha256, f"model {version}")
         return cls(model_bytes, version, threads, embedding_version)
 
     @classmethod
