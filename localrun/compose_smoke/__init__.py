@@ -1,0 +1,1 @@
+"""The compose smoke: a real Docker engine brings the stack up, serves, takes load, goes down."""
