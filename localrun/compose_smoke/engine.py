@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localrun.processes import stop_process
+
 
 class EngineUnavailable(RuntimeError):
     """No engine runs here and none could be started; the message says why."""
@@ -41,9 +43,6 @@ class Engine:
     started: subprocess.Popen[bytes] | None = None
     config_dir: Path | None = None
     log: Path | None = None
-
-    def docker(self, *args: str) -> list[str]:
-        return ["docker", *args]
 
     def ensure(self, install: bool = True, wait_s: float = 60) -> None:
         if shutil.which("docker") is None and not (install and self._apt("docker.io")):
@@ -98,13 +97,8 @@ class Engine:
 
     def stop(self) -> None:
         """Stops the daemon this run started (its containers are already down)."""
-        if self.started is not None and self.started.poll() is None:
-            self.started.terminate()
-            try:
-                self.started.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.started.kill()
-                self.started.wait(timeout=30)
+        if self.started is not None:
+            stop_process(self.started, timeout_s=30)
         self.started = None
         if self.config_dir is not None:
             shutil.rmtree(self.config_dir, ignore_errors=True)

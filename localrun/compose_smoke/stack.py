@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -183,7 +182,3 @@ def fill_build_extras(env: dict[str, str]) -> None:
             target = wheels / wheel.name
             if not target.exists() or target.stat().st_size != wheel.stat().st_size:
                 shutil.copyfile(wheel, target)
-
-
-def environment() -> dict[str, str]:
-    return dict(os.environ)
