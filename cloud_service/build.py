@@ -6,7 +6,6 @@ import logging
 import math
 from pathlib import Path
 
-import redis
 from threadpoolctl import threadpool_limits
 
 from cloud_service.auth import DeviceAuth, parse_keyring
@@ -39,6 +38,7 @@ from cloud_service.store.keys import Keys
 from cloud_service.store.memory import MemoryBudget
 from cloud_service.store.redis_store import (
     RedisBudget,
+    RedisClient,
     RedisEventLog,
     RedisSessions,
     RedisStore,
@@ -52,10 +52,11 @@ from tandem_core.signing import Verifier, release_verifier
 log = logging.getLogger(__name__)
 
 
-def build_store(s: StoreSettings, client: redis.Redis | None = None) -> RedisStore:
+def build_store(s: StoreSettings, client: RedisClient | None = None) -> RedisStore:
     client = client or build_redis(
-        s.redis_url, socket_timeout_s=s.redis_socket_timeout_s, retries=s.redis_retries
-    )
+        s.redis_url, socket_timeout_s=s.redis_socket_timeout_s, retries=s.redis_retries,
+        cluster=s.redis_cluster,
+    )  # fmt: skip
     return RedisStore(client, Keys(prefix=s.key_prefix), Breaker(open_s=s.redis_open_circuit_s))
 
 

@@ -8,7 +8,8 @@ stay the flat names deploy/ and the tools set (`CLOUD_FL_ROUND_S` is `federated.
 - `models` (`CLOUD_*`): serving bundle, device models (re-ranker, request-value model), the
   release public key they must be signed by, how often `current` is checked, runtime threads,
   retrieval sizes, the purchase weight of the score
-- `store` (`CLOUD_*`): Redis URL, key prefix, deadline, retries, breaker, session TTL, stream
+- `store` (`CLOUD_*`): Redis URL (one server or a cluster), key prefix, deadline, retries,
+  breaker, session TTL, stream
 - `budget` (`CLOUD_BUDGET_*`): the Recommend token bucket shared by all replicas
 - `requests` (`CLOUD_*`): the device tokens' secret, what a request may ask, what a session keeps
 - `dashboard` (`CLOUD_DASHBOARD_*`): the live dashboard's agents, their deadline, the window
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -109,6 +111,21 @@ class StoreSettings(BaseSettings):
     session_ttl_s: int = Field(1800, ge=1)
     events_stream_maxlen: int = Field(1_000_000, ge=1)
     events_batch_ttl_s: int = Field(86_400, ge=1)  # a retried batch id is stored once within this
+    # Redis Cluster: CLOUD_REDIS_URL then names any one node (redis[s]://host:port, database 0);
+    # the client reads the slot map from it and finds the others (docs/deploy.md)
+    redis_cluster: bool = False
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> StoreSettings:
+        url = urlsplit(self.redis_url)
+        if self.redis_cluster and (
+            url.scheme not in ("redis", "rediss") or url.path.strip("/") not in ("", "0")
+        ):
+            raise ValueError(
+                "with CLOUD_REDIS_CLUSTER, CLOUD_REDIS_URL is redis[s]://host:port of one node "
+                "(a cluster has only database 0, no unix socket)"
+            )
+        return self
 
 
 class BudgetSettings(BaseSettings):

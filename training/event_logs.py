@@ -38,7 +38,7 @@ import numpy as np
 import redis
 
 from cloud_service.store.keys import Keys
-from cloud_service.store.redis_store import build_redis
+from cloud_service.store.redis_store import RedisClient, build_redis
 from protos.actions import BY_NAME, NAMES, Action
 
 # simulator.loaders.BEHAVIOR_CODES names; exposures have no Taobao type
@@ -124,7 +124,7 @@ class LogWriter:
                 path.unlink(missing_ok=True)
 
 
-def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+def ensure_group(client: RedisClient, stream: str, group: str) -> None:
     try:
         client.xgroup_create(stream, group, id="0", mkstream=True)
     except redis.ResponseError as exc:
@@ -140,7 +140,7 @@ def decode(entries: Any) -> list[tuple[str, dict[str, str]]]:
 
 
 def consume(
-    client: redis.Redis, stream: str, writer: LogWriter, group: str = GROUP,
+    client: RedisClient, stream: str, writer: LogWriter, group: str = GROUP,
     consumer: str = "logs-0", count: int = 1000, block_ms: int | None = None,
     max_events: int | None = None,
 ) -> int:  # fmt: skip
@@ -166,6 +166,7 @@ def consume(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--cluster", action="store_true", help="--redis is a node of a Redis Cluster")
     p.add_argument("--prefix", default="tandem", help="the cloud's CLOUD_KEY_PREFIX")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--tables", type=Path, help="the serving bundle's tables.npz (categories)")
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables is not None:
         categories = np.load(args.tables)["item_category"]
     writer = LogWriter(args.out, args.rows_per_file, args.max_files, categories)
-    client = build_redis(args.redis, socket_timeout_s=args.block_ms / 1000 + 5, retries=3)
+    client = build_redis(args.redis, socket_timeout_s=args.block_ms / 1000 + 5, retries=3,
+                         cluster=args.cluster)  # fmt: skip
     stream = Keys(args.prefix).events()
     try:
         while True:

@@ -8,10 +8,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.exceptions import (
+    ClusterDownError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from cloud_service.store.base import StoreUnavailable
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# A Redis Cluster adds its own ways of being unreachable: CLUSTERDOWN (a master lost, the
+# cluster refusing every key), TRYAGAIN (a slot moving), and the client's bare
+# RedisClusterException when no node answers its slot-map refresh.
+REDIS_ERRORS = (
+    redis.ConnectionError, redis.TimeoutError, OSError, ClusterDownError, TryAgainError,
+    RedisClusterException,
+)  # fmt: skip
+# ... but a command across slots is a bug to see, not an outage to ride out
+CLUSTER_BUGS = (CrossSlotTransactionError, InvalidPipelineStack)
 
 
 class Breaker:
@@ -39,6 +54,8 @@ class Breaker:
         try:
             yield
         except REDIS_ERRORS as exc:
+            if isinstance(exc, CLUSTER_BUGS):
+                raise
             with self._lock:
                 self.failures += 1
                 self._open_until = self.clock() + self.open_s

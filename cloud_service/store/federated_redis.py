@@ -27,6 +27,7 @@ from cloud_service.store.federated_state import (
     signal_version_for,
     signals_to_drop,
 )
+from cloud_service.store.redis_store import RedisClient
 
 PAGE = 500  # stream entries per XREADGROUP / XAUTOCLAIM call
 
@@ -74,7 +75,7 @@ return 0
 class FederatedStore:
     """FederatedState on Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str, breaker: Breaker) -> None:
+    def __init__(self, client: RedisClient, prefix: str, breaker: Breaker) -> None:
         self.client, self.breaker = client, breaker
         k = f"{prefix}:{{fl}}"
         self.k_version, self.k_rows, self.k_dense = f"{k}:version", f"{k}:rows", f"{k}:dense"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from cloud_service.domain import BudgetDecision, Event, Session
@@ -38,22 +41,49 @@ return {allowed, tostring(wait)}
 """
 
 
-def build_redis(url: str, socket_timeout_s: float, retries: int) -> redis.Redis:
-    """A client whose every call has a deadline and a bounded, backed-off retry."""
+# One server or a Redis Cluster: the stores use only commands both run, with every multi-key
+# call (script, MULTI, WATCH) on keys of one hash tag (keys.py), so one slot.
+RedisClient: TypeAlias = redis.Redis | RedisCluster
+
+
+def build_redis(
+    url: str, socket_timeout_s: float, retries: int, cluster: bool = False
+) -> RedisClient:
+    """A client whose every call has a deadline and a bounded, backed-off retry; with `cluster`,
+    a RedisCluster that `url` (any one node) introduces to the others."""
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), retries)
+    if cluster:
+        return build_cluster(url, socket_timeout_s, retry)
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), retries),
+        retry=retry,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=30,
     )
 
 
+def build_cluster(url: str, socket_timeout_s: float, retry: Retry) -> RedisCluster:
+    """RedisCluster reads the slot map at construction, so an unreachable cluster fails here
+    (StoreUnavailable naming the node, not the URL's password); the retry is the cluster
+    client's own (a call re-sent after a MOVED, a timeout or a failover refreshes the map)."""
+    try:
+        return RedisCluster.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+            retry=retry,
+        )  # fmt: skip
+    except (RedisClusterException, redis.RedisError) as exc:
+        where = urlsplit(url)
+        raise StoreUnavailable(
+            f"Redis Cluster at {where.hostname}:{where.port or 6379} unreachable: {exc}"
+        ) from exc
+
+
 class RedisStore:
     """Shared client, key names and circuit breaker of the Redis-backed stores."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, breaker: Breaker) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, breaker: Breaker) -> None:
         self.client = client
         self.keys = keys
         self.breaker = breaker

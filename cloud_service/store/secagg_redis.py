@@ -7,9 +7,8 @@ round's phase a TTL after it ended.
 
 from __future__ import annotations
 
-import redis
-
 from cloud_service.store.breaker import Breaker
+from cloud_service.store.redis_store import RedisClient
 from cloud_service.store.secagg_state import BOARDS, STAGE_PHASE, SecAggPhase
 
 # KEYS: phase, board; ARGV: expected phase, device id, payload.
@@ -44,7 +43,7 @@ return 1
 
 
 class SecAggRedis:
-    def __init__(self, client: redis.Redis, prefix: str, breaker: Breaker) -> None:
+    def __init__(self, client: RedisClient, prefix: str, breaker: Breaker) -> None:
         self.client, self.breaker = client, breaker
         self.base = f"{prefix}:{{fl}}:sa"
         self.put_script = client.register_script(PUT)

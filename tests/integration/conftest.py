@@ -16,6 +16,7 @@ from device_agent.build import build_agent
 from device_agent.server import AgentServer
 from device_agent.settings import DeviceSettings
 from tandem_core.settings import env_names, settings_groups
+from tests.integration.redis_cluster import redis_cluster_server, redis_cluster_url  # noqa: F401
 from training.tiny import ArtifactDirs
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)

@@ -48,13 +48,15 @@ class Subject:
     advance: Callable[[float], None]  # let this much time pass (the twin's clock, Redis's own)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "memory":
         clock = FakeClock()
         yield Subject(MemoryFederatedState(clock), clock.advance)
         return
-    client = build_redis(request.getfixturevalue("redis_url"), 2.0, 1)
+    cluster = request.param == "cluster"  # a 3-master Redis Cluster (redis_cluster.py)
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    client = build_redis(url, 2.0, 1, cluster=cluster)
     yield Subject(FederatedStore(client, "contract", Breaker(0.5)), time.sleep)
     client.close()
 

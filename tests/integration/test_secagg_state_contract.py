@@ -16,12 +16,14 @@ from cloud_service.store.secagg_state import SecAggPhase, SecAggState
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def state(request: pytest.FixtureRequest) -> Iterator[SecAggState]:
     if request.param == "memory":
         yield MemorySecAggState()
         return
-    client = build_redis(request.getfixturevalue("redis_url"), 2.0, 1)
+    cluster = request.param == "cluster"  # a 3-master Redis Cluster (redis_cluster.py)
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    client = build_redis(url, 2.0, 1, cluster=cluster)
     yield SecAggRedis(client, "contract-" + uuid.uuid4().hex[:6], Breaker(0.5))
     client.close()
 

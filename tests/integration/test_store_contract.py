@@ -35,7 +35,7 @@ class Stores:
     budget_factory: Any
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
     if request.param == "memory":
         yield Stores(
@@ -43,8 +43,9 @@ def stores(request: pytest.FixtureRequest) -> Iterator[Stores]:
             lambda rate, burst: MemoryBudget(rate, burst),
         )  # fmt: skip
         return
-    url = request.getfixturevalue("redis_url")
-    client = build_redis(url, socket_timeout_s=1.0, retries=1)
+    cluster = request.param == "cluster"  # a 3-master Redis Cluster (redis_cluster.py)
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    client = build_redis(url, socket_timeout_s=1.0, retries=1, cluster=cluster)
     store = RedisStore(client, Keys("contract"), Breaker(0.5))
     yield Stores(
         RedisSessions(store, ttl_s=1), RedisEventLog(store, maxlen=1000),

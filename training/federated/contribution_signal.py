@@ -203,7 +203,7 @@ def store_signal(args: argparse.Namespace) -> int:
         print(f"not stored: the log names items outside the catalogue of {len(categories)}")
         return 2
     client = build_redis(s.store.redis_url, socket_timeout_s=args.timeout_s,
-                         retries=s.store.redis_retries)  # fmt: skip
+                         retries=s.store.redis_retries, cluster=s.store.redis_cluster)  # fmt: skip
     try:
         fl = FederatedStore(client, s.store.key_prefix, Breaker(s.store.redis_open_circuit_s))
         rows, dense, version = fl.snapshot(ids.tolist(), dim)

@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     # its own deadline: the serving one (a fraction of a second) is for single-row reads, this
     # reads every row in one MULTI
     client = build_redis(
-        s.store.redis_url, socket_timeout_s=args.timeout_s, retries=s.store.redis_retries
-    )
+        s.store.redis_url, socket_timeout_s=args.timeout_s, retries=s.store.redis_retries,
+        cluster=s.store.redis_cluster,
+    )  # fmt: skip
     try:
         fl = FederatedStore(
             client, s.store.key_prefix, Breaker(open_s=s.store.redis_open_circuit_s)
