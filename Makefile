@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU build; a wheel directory on this machine is used when present.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test lint typecheck protos protos-check bench clean compose-smoke compose-smoke-full
+.PHONY: demo test lint typecheck protos protos-check bench clean compose-smoke compose-smoke-full compose-smoke-cluster
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: $(STAMP)
 # fast = tiny untrained models (CI, minutes); full = the default world's trained models (~20 min)
 compose-smoke: $(STAMP)
 	$(PY) -m localrun.compose_smoke --mode fast
+
+compose-smoke-cluster: $(STAMP)
+	$(PY) -m localrun.compose_smoke --mode fast --cluster --json artifacts/compose_smoke_cluster.json
 
 compose-smoke-full: $(STAMP)
 	$(PY) -m localrun.compose_smoke --mode full --json artifacts/compose_smoke_full.json

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from cloud_service.auth import DeviceAuth, parse_keyring
+from cloud_service.auth import MIN_SECRET_BYTES, DeviceAuth, parse_keyring
 from cloud_service.federated.defences import Defences
 from cloud_service.federated.rounds import RoundConfig
 from cloud_service.federated.secure_rounds import SecureConfig, SecureRounds
@@ -187,9 +187,18 @@ def build_recommend(
     )
 
 
+class MissingAuthKey(ValueError):
+    """No key to check device tokens with: the cloud refuses to serve (there is no default)."""
+
+
 def build_auth(s: RequestSettings) -> DeviceAuth:
     """The keyring device tokens are checked against: CLOUD_AUTH_KEYS, else CLOUD_AUTH_SECRET."""
     ring = s.auth_keys.get_secret_value()
+    if not ring and len(s.auth_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+        raise MissingAuthKey(
+            "CLOUD_AUTH_SECRET: set it (at least 16 random bytes) or CLOUD_AUTH_KEYS; "
+            "device tokens have no default key"
+        )
     auth = DeviceAuth(
         None if ring else s.auth_secret.get_secret_value().encode(),
         keys=parse_keyring(ring) if ring else None, skew_s=s.auth_clock_skew_s,

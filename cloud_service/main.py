@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cloud_service.build import build_services
+from cloud_service.build import MissingAuthKey, build_services
 from cloud_service.server import CloudServer
 from cloud_service.settings import load_settings
 from tandem_core.settings import EXIT_BAD_SETTINGS
@@ -33,7 +33,7 @@ def main() -> int:
     settings = load_settings()
     try:
         services = build_services(settings)
-    except ReleaseKeyError as exc:  # no trusted key: refuse to serve anything
+    except (ReleaseKeyError, MissingAuthKey) as exc:  # no trusted key: refuse to serve anything
         print(f"invalid CLOUD_* settings:\n  {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     t = settings.transport

@@ -144,7 +144,10 @@ class RequestSettings(BaseSettings):
     # Device tokens (protos/auth.py). CLOUD_AUTH_KEYS, when set, is the whole keyring,
     # "kid1:secret,kid0:oldsecret", current key first, every key accepted, and CLOUD_AUTH_SECRET
     # is not read; otherwise CLOUD_AUTH_SECRET is the one key, kid "k0".
-    auth_secret: SecretStr = Field(SecretStr("dev-only-secret-change-me"), min_length=16)
+    # No default: a known secret would let anyone mint a token for any device. The serving
+    # process refuses to start (exit 2) unless one of the two is set; jobs that check no token
+    # (aggregator, publish) need neither.
+    auth_secret: SecretStr = SecretStr("")
     auth_keys: SecretStr = SecretStr("")
     auth_clock_skew_s: int = Field(30, ge=0, le=600)  # allowance either side of the expiry
     auth_max_token_lifetime_s: int = Field(86_400, ge=60)  # expiries further ahead are refused

@@ -125,7 +125,7 @@ def check_decision(e: Event) -> None:
 
 
 def check_batch_id(batch_id: str) -> None:
-    if batch_id and not BATCH_ID.match(batch_id):
+    if batch_id and not BATCH_ID.fullmatch(batch_id):
         raise InvalidArgument("batch_id must be 1-64 characters of [A-Za-z0-9_.:-] (or empty)")
 
 

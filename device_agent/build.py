@@ -29,6 +29,7 @@ from device_agent.settings import (
     CloudLinkSettings,
     DeviceSettings,
     EventSettings,
+    FeedSettings,
     ModelSettings,
     PacingSettings,
     TrainerSettings,
@@ -56,7 +57,7 @@ class Agent:
 
 
 def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
-    size = request_size(s)
+    size = request_size(s.feed, s.pacing)
     feed, pacing = s.feed, s.pacing
 
     def new_session(device_id: str) -> DeviceSession:
@@ -74,12 +75,12 @@ def build_session_factory(s: DeviceSettings):  # type: ignore[no-untyped-def]
 REFILL_MARGIN = 1.5  # refills alone may use at most 1 / REFILL_MARGIN of the budget
 
 
-def request_size(s: DeviceSettings) -> int:
+def request_size(feed: FeedSettings, pacing: PacingSettings) -> int:
     """Items asked per cloud request. A pool of n items lasts n / page pages, and its refill is a
     request the budget counts, so refills alone cost page / n of the steps: at a 5 % budget and
     4-item pages a 48-item pool would spend 8.3 % on refills (measured by the load test). Ask
     for enough that refills stay under the budget with room left for value-paced requests."""
-    feed, budget = s.feed, s.pacing.request_budget
+    budget = pacing.request_budget
     if budget <= 0:
         return feed.pool_size
     floor = math.ceil(REFILL_MARGIN * feed.page_size / budget)
@@ -145,7 +146,8 @@ def build_agent(s: DeviceSettings) -> Agent:
         )  # fmt: skip
     service = AgentService(
         sessions=SessionRegistry(build_session_factory(s), max_devices=s.agent.max_devices),
-        cloud=cloud, reranker=reranker, value_model=value_model, pool_size=request_size(s),
+        cloud=cloud, reranker=reranker, value_model=value_model,
+        pool_size=request_size(s.feed, s.pacing),
         max_k=s.feed.max_k, policy=s.pacing.policy, pacer=build_pacer(s.pacing),
         examples=examples, forwarder=forwarder,
         exploration=Exploration(s.pacing.exploration, s.pacing.exploration_ask_prob),

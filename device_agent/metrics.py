@@ -8,6 +8,12 @@ SERVED = Counter("tandem_agent_recommend_total", "App recommend calls by source"
 CLOUD_CALLS = Counter(
     "tandem_agent_cloud_calls_total", "Cloud Recommend calls by outcome", ["outcome"]
 )
+PAGE_FILL = Counter(
+    "tandem_agent_page_fill_total",
+    "App pages by the worst source that filled them: pool, fleet_list (the fleet's latest cloud "
+    "list), popular, repeat (items shown before), short (fewer than k items)",
+    ["fill"],
+)
 EVENTS = Counter("tandem_agent_events_total", "App events accepted", ["action"])
 MODEL_UPDATES = Counter(
     "tandem_agent_model_updates_total",

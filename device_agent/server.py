@@ -24,7 +24,7 @@ class AgentServer:
         self.socket.bind((host, port))
         a = agent.settings.agent
         config = uvicorn.Config(
-            create_app(agent.service, a.max_events), log_level="warning", access_log=False,
+            create_app(agent.service, a), log_level="warning", access_log=False,
             lifespan="off", ssl_certfile=a.http_tls_cert_file, ssl_keyfile=a.http_tls_key_file,
         )  # fmt: skip
         mode = "plaintext" if a.http_tls_cert_file is None else "TLS"

@@ -23,7 +23,9 @@ from device_agent.inference.reranker import OnnxReranker
 from device_agent.policy.decision import Exploration, RequestPolicy
 from device_agent.policy.features import request_features
 from device_agent.policy.pacing import DualPacer
+from device_agent.popular import PopularItems
 from device_agent.ports import CloudError, CloudList, CloudPort, PrivateInterest, ReportedEvent
+from device_agent.session.fill import Fill, top_up
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession, PageDecision, Pool
 from device_agent.trainer.examples import ExampleStore
@@ -55,6 +57,7 @@ class Page:
     source: str  # cloud | local
     decision: Decision
     model_version: str
+    fill: Fill = "pool"  # the worst source the page needed (session.fill)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class AgentService:
         shift_detector: ShiftDetectorSlot | None = None,
         interest_encoder: InterestEncoderSlot | None = None,
         private_recommend: bool = False,
+        popular: PopularItems | None = None,
     ) -> None:
         self.sessions, self.cloud, self.reranker = sessions, cloud, reranker
         self.value_model, self.pool_size, self.max_k = value_model, pool_size, max_k
@@ -145,7 +149,10 @@ class AgentService:
         self._rng = np.random.default_rng(seed)  # exploration draws (under the pacer lock)
         self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
-        self.last_list: Pool = Pool.empty()  # any device's latest cloud list: cold-start fallback
+        self.last_list: Pool = Pool.empty()  # any device's latest cloud list: the first top-up
+        self.popular = popular or PopularItems()  # the fleet's popular items: the second top-up
+        self.fills: Counter[Fill] = Counter()  # pages by how they were filled
+        self._fills_lock = threading.Lock()
         self.examples = examples  # the devices' own training data, when federated training is on
         self.training: Counter[str] | None = None  # the trainer's round outcomes, when it runs
         self.index_privacy: PrivacyConfig | None = None  # the pulls' ε ledgers, when training
@@ -256,6 +263,7 @@ class AgentService:
                     )  # fmt: skip
                     s.set_pool(pool)
                     self.last_list = pool
+                    self.popular.note_list(pool.items.tolist(), pool.categories.tolist())
                     if self.examples is not None:
                         self.examples.get(s.device_id).note_list(pool.items, pool.categories)
                 outcome = "initial" if initial else "refill" if refill else "refreshed"
@@ -279,9 +287,12 @@ class AgentService:
             s.close_page()
             decision = self._decide(s, k)
             if len(s.pool) == 0 and len(self.last_list):
-                s.set_pool(self._fallback(s))  # cold start with no cloud: what others got
+                # cold start with no cloud: what others got becomes the pool (its next ask is a
+                # counted refill, not another free "initial" on every page)
+                s.set_pool(self._fallback(s))
             model = self._model_for(s, count=True)
-            page = s.take_page(k, model)
+            # the pool's items in the re-ranker's order, then others' items when it runs dry
+            page, fill = top_up(s, s.take_page(k, model), k, self.last_list, self.popular)
             s.steps += 1
             source = "cloud" if decision.outcome in FROM_CLOUD else "local"
             s.page_decision = PageDecision(
@@ -289,8 +300,21 @@ class AgentService:
                 decision.propensity, page.request_id, decision.features, s.steps,
             )  # fmt: skip
         self.outcomes[decision.outcome] += 1
+        self._count_fill(fill)
         metrics.SERVED.labels(source).inc()
-        return Page(page, source, decision, model.version if model else "")
+        return Page(page, source, decision, model.version if model else "", fill)
+
+    def _fill_counts(self) -> dict[Fill, int]:
+        with self._fills_lock:
+            return dict(self.fills)
+
+    def _count_fill(self, fill: Fill) -> None:
+        with self._fills_lock:
+            self.fills[fill] += 1
+            first_short = fill == "short" and self.fills[fill] == 1
+        metrics.PAGE_FILL.labels(fill).inc()
+        if first_short:  # only an agent that knows fewer than k items; counted, logged once
+            log.warning("a page shorter than k: the agent knows too few items (cloud down?)")
 
     def _model_for(self, s: DeviceSession, count: bool = False) -> OnnxReranker | None:
         """The re-ranker, unless it was trained on other embedding rows than the pool's: then
@@ -316,8 +340,10 @@ class AgentService:
                 positions = {item: pos for pos, (item, _) in enumerate(s.page)}
                 for e in events:
                     local.record(e.item_id, e.action, positions.get(e.item_id, 0))
+            on_page = dict(s.page)
             for e in events:
                 s.record_event(e.item_id, e.action, e.timestamp_ms)
+                self.popular.note_event(e.item_id, e.action, on_page.get(e.item_id))
                 metrics.EVENTS.labels(NAMES[e.action]).inc()
             s.rerank(self._model_for(s))  # the pool's order follows every event at once
             if self.forwarder is not None:
@@ -340,6 +366,8 @@ class AgentService:
             "request_rate": requests / steps if steps else 0.0,
             "outcomes": dict(self.outcomes),
             "served": self._served(),
+            "page_fill": self._fill_counts(),
+            "short_pages": self._fill_counts().get("short", 0),
             "threshold": self.pacer.lam,
             "budget": self.pacer.budget,
             "mean_pool_size": float(np.mean([len(s.pool) for s in sessions])) if sessions else 0.0,

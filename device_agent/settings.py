@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protos.auth import KID
+from protos.auth import APP_KID, KID
 from tandem_core.settings import group_config
 from tandem_core.settings import load_settings as load_groups
 
@@ -39,7 +39,8 @@ class AgentSettings(BaseSettings):
     agent_id: str = Field("agent-0", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     # Tokens are issued per device at registration; a simulated fleet derives them from the
     # cloud's secret instead (one agent process stands for many phones).
-    token_secret: SecretStr = SecretStr("dev-only-secret-change-me")
+    # No default (a known key would mint any device's token): at least 16 random bytes.
+    token_secret: SecretStr = Field(min_length=16)
     token_kid: str = Field("k0", pattern=KID.pattern)  # the secret's key id in the cloud's ring
     # each device's token is re-minted when a quarter of this is left; at most the cloud's
     # CLOUD_AUTH_MAX_TOKEN_LIFETIME_S
@@ -47,8 +48,28 @@ class AgentSettings(BaseSettings):
     # TLS of the agent's REST API, PEM files; unset = plaintext (local development)
     http_tls_cert_file: FilePath | None = None
     http_tls_key_file: FilePath | None = None
+    # Apps call the REST API with `Authorization: Bearer <token>`, the v2 token of their device
+    # id under this key (protos/auth.py; kid `app_kid`), issued to the app when it pairs with
+    # the agent. A token opens only its own device's session. No default; not the token secret.
+    app_secret: SecretStr = Field(min_length=16)
+    app_kid: str = Field(APP_KID, pattern=KID.pattern)
+    app_max_token_lifetime_s: int = Field(30 * 86_400, ge=60)  # expiries further ahead refused
+    # /metrics and /v1/status: open (bind the agent to a private address) unless this is set;
+    # then they need `Authorization: Bearer <ops token>`
+    ops_token: SecretStr = SecretStr("")
     max_devices: int = Field(100_000, ge=1)  # sessions kept in memory, least recent evicted
-    max_events: int = Field(200, ge=1)  # per report call
+    max_events: int = Field(200, ge=1, le=10_000)  # per report call
+    max_body_bytes: int = Field(256 * 1024, ge=1024)  # larger REST bodies: 413 before parsing
+
+    @model_validator(mode="after")
+    def _secrets_differ(self) -> AgentSettings:
+        app, fleet = self.app_secret.get_secret_value(), self.token_secret.get_secret_value()
+        if app == fleet:
+            raise ValueError("DEVICE_APP_SECRET must differ from DEVICE_TOKEN_SECRET")
+        ops = self.ops_token.get_secret_value()
+        if ops and len(ops.encode()) < 16:
+            raise ValueError("DEVICE_OPS_TOKEN, when set, must be at least 16 bytes")
+        return self
 
     @model_validator(mode="after")
     def _tls_files_pair(self) -> AgentSettings:

@@ -33,7 +33,7 @@ grpc_gevent.init_gevent()  # grpc's own threads would block locust's gevent loop
 PAGE_SIZE = int(os.environ.get("TANDEM_PAGE_SIZE", "4"))
 POOL_SIZE = int(os.environ.get("TANDEM_POOL_SIZE", "48"))
 DEADLINE_S = float(os.environ.get("TANDEM_GRPC_DEADLINE_S", "2.0"))
-SECRET = os.environ.get("TANDEM_TOKEN_SECRET", "dev-only-secret-change-me").encode()
+SECRET = os.environ["TANDEM_TOKEN_SECRET"].encode()  # no default: the run passes the cloud's
 PREFIX = os.environ.get("TANDEM_DEVICE_PREFIX", "grpc")
 _USER_NUMBERS = itertools.count()
 

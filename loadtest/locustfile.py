@@ -5,7 +5,8 @@
 TANDEM_AGENT_URLS (comma separated) spreads users over several agents (else --host);
 TANDEM_WORLD_SCALE / TANDEM_WORLD_SEED must name the world the cloud's models were trained on
 ("script" for the world-free scripted feed); TANDEM_PAGE_SIZE is the app's page (k);
-TANDEM_THINK_S the pause between feed steps; TANDEM_DEVICE_PREFIX names this run's devices.
+TANDEM_THINK_S the pause between feed steps; TANDEM_DEVICE_PREFIX names this run's devices;
+TANDEM_APP_SECRET is the agents' DEVICE_APP_SECRET (each user signs as its device; no default).
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ from locust import FastHttpUser, between, task
 
 from loadtest import locust_final  # noqa: F401  (final stats CSV at exit)
 from loadtest.feed import Event, Feed, feed_for
+from protos.auth import APP_KID, device_token
 
 PAGE_SIZE = int(os.environ.get("TANDEM_PAGE_SIZE", "4"))
 THINK_S = float(os.environ.get("TANDEM_THINK_S", "0.1"))
 PREFIX = os.environ.get("TANDEM_DEVICE_PREFIX", "locust")
 AGENT_URLS = [u.strip() for u in os.environ.get("TANDEM_AGENT_URLS", "").split(",") if u.strip()]
 _USER_NUMBERS = itertools.count()
+
+
+def app_headers(device_id: str) -> dict[str, str]:
+    """The app's token for its device under the agents' app key (12 h: longer than any run)."""
+    token = device_token(os.environ["TANDEM_APP_SECRET"].encode(), device_id, kid=APP_KID)
+    return {"Authorization": f"Bearer {token}"}
 
 
 class AppUser(FastHttpUser):
@@ -35,6 +43,7 @@ class AppUser(FastHttpUser):
     agent: str
     feed: Feed
     pending: list[Event]
+    headers: dict[str, str]
 
     def on_start(self) -> None:
         n = next(_USER_NUMBERS)
@@ -42,6 +51,7 @@ class AppUser(FastHttpUser):
         self.agent = AGENT_URLS[n % len(AGENT_URLS)] if AGENT_URLS else (self.host or "")
         self.feed = feed_for(self.device_id)
         self.pending = []
+        self.headers = app_headers(self.device_id)
 
     @task(12)
     def scroll(self) -> None:
@@ -64,7 +74,11 @@ class AppUser(FastHttpUser):
         body = {"device_id": self.device_id, "events": self.pending}
         self.pending = []
         with self.client.post(
-            f"{self.agent}/v1/events", json=body, name="/v1/events", catch_response=True
+            f"{self.agent}/v1/events",
+            json=body,
+            name="/v1/events",
+            catch_response=True,
+            headers=self.headers,
         ) as reply:
             if reply.status_code != 200 or reply.json().get("accepted") != len(body["events"]):
                 reply.failure(f"events: {reply.status_code} {reply.text[:200]}")
@@ -72,13 +86,19 @@ class AppUser(FastHttpUser):
     def recommend(self) -> list[dict[str, Any]] | None:
         body = {"device_id": self.device_id, "k": PAGE_SIZE}
         with self.client.post(
-            f"{self.agent}/v1/recommend", json=body, name="/v1/recommend", catch_response=True
+            f"{self.agent}/v1/recommend",
+            json=body,
+            name="/v1/recommend",
+            catch_response=True,
+            headers=self.headers,
         ) as reply:
             if reply.status_code != 200:
                 reply.failure(f"recommend: {reply.status_code} {reply.text[:200]}")
                 return None
-            items: list[dict[str, Any]] = reply.json()["items"]
-            if not items:
-                reply.failure("recommend: empty page")
-                return None
-            return items
+            answer = reply.json()
+            items: list[dict[str, Any]] = answer["items"]
+            if len(items) < PAGE_SIZE:  # the agent tops pages up: a short one is a failure
+                reply.failure(
+                    f"short page: {len(items)}/{PAGE_SIZE} items (fill={answer.get('fill')})"
+                )
+            return items or None  # the app still shows what it got

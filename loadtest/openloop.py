@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from loadtest.feed import Event, Feed, feed_for
+from protos.auth import APP_KID, device_token
 
 try:  # uvicorn[standard] brings uvloop; the plain asyncio loop works too, slower
     import uvloop
@@ -31,6 +32,13 @@ except ImportError:  # pragma: no cover
 PAGE_SIZE = int(os.environ.get("TANDEM_PAGE_SIZE", "4"))
 
 
+def app_authorization(device_id: str) -> str:
+    """The app's header for this device: its token under the agents' DEVICE_APP_SECRET
+    (TANDEM_APP_SECRET; no default)."""
+    secret = os.environ["TANDEM_APP_SECRET"].encode()
+    return f"Bearer {device_token(secret, device_id, kid=APP_KID)}"
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection to an agent on asyncio streams.
 
@@ -38,8 +46,9 @@ class Connection:
     150 steps/s (300 requests/s) and fell seconds behind its own schedule, which then counted
     as latency. Enough HTTP for the agent (uvicorn answers with a Content-Length)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, authorization: str) -> None:
         url = urlsplit(base_url)
+        self.authorization = authorization
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -51,6 +60,7 @@ class Connection:
         data = json.dumps(body).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: {self.authorization}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         )
         self.writer.write(head.encode() + data)
@@ -134,8 +144,8 @@ async def drive(
 ) -> tuple[Tally, int]:
     """Issue round(rate × seconds) steps over `devices` devices at fixed due times."""
     fleet = [
-        Device(f"{prefix}-{i}", Connection(agents[i % len(agents)]), feed_for(f"{prefix}-{i}"))
-        for i in range(devices)
+        Device(name, Connection(agents[i % len(agents)], app_authorization(name)), feed_for(name))
+        for i, name in enumerate(f"{prefix}-{i}" for i in range(devices))
     ]
     tally, tasks, n = Tally(), [], round(rate * seconds)
     t0 = time.perf_counter() + 0.2

@@ -27,6 +27,7 @@ from loadtest.sampler import Sampler, write_samples
 from loadtest.topology import SECRET, ModelPaths, Processes, cloud_env
 from localrun.processes import Child
 from localrun.redis_server import running_redis
+from localrun.run_secrets import APP_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +96,7 @@ def prepare_models(args: argparse.Namespace) -> ModelPaths:
 
 def tool_env(models: ModelPaths, extra: dict[str, str]) -> dict[str, str]:
     return {
-        **os.environ, "TANDEM_WORLD_SCALE": models.scale,
+        **os.environ, "TANDEM_WORLD_SCALE": models.scale, "TANDEM_APP_SECRET": APP_SECRET,
         "TANDEM_WORLD_SEED": str(models.world.seed),
         "TANDEM_PAGE_SIZE": str(models.world.page_size),
         "TANDEM_POOL_SIZE": str(models.world.pool_size), **extra,

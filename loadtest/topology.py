@@ -8,9 +8,10 @@ from pathlib import Path
 
 from localrun import topology
 from localrun.processes import Child, start_child, stop_process
+from localrun.run_secrets import TOKEN_SECRET
 from simulator.world import WorldConfig
 
-SECRET = "loadtest-secret-0123456789"
+SECRET = TOKEN_SECRET  # random each run
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from device_agent.ports import CloudList
 from device_agent.service import AgentService, AppEvent
 from device_agent.session.registry import SessionRegistry
 from device_agent.session.state import DeviceSession
-from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings
+from device_agent.settings import AgentSettings, DeviceSettings, FeedSettings, PacingSettings
+from localrun.run_secrets import APP_SECRET, TOKEN_SECRET
 from tandem_core.release import resolve
 
 
@@ -113,6 +114,7 @@ def build_agent(inputs: Inputs) -> tuple[AgentService, DeviceSettings]:
     digest = digests if isinstance(digests, str) else digests[manifest["file"]]
     assert slot.install(inputs.reranker, digest, manifest["version"])
     settings = DeviceSettings(
+        agent=AgentSettings(token_secret=TOKEN_SECRET, app_secret=APP_SECRET),  # unused here
         feed=FeedSettings(n_categories=int(cats.max()) + 1),
         pacing=PacingSettings(request_budget=0.1),
     )

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from localrun.run_secrets import TOKEN_SECRET
 from protos.actions import BY_NAME, to_wire
 
-SECRET = "bench-secret-0123456789"
+SECRET = TOKEN_SECRET  # random each run
 HELLO = "localrun.bench_servers"
 
 
@@ -205,10 +206,17 @@ def stage_breakdown(redis_url: str, bundle_dir: Path, bodies: list[dict]) -> dic
     """Mean ms per stage of one Recommend, in process on one thread (no transport)."""
     from cloud_service.build import build_services
     from cloud_service.domain import Action, Behavior, RecommendQuery
-    from cloud_service.settings import BudgetSettings, CloudSettings, ModelSettings, StoreSettings
+    from cloud_service.settings import (
+        BudgetSettings,
+        CloudSettings,
+        ModelSettings,
+        RequestSettings,
+        StoreSettings,
+    )
 
     settings = CloudSettings(
         store=StoreSettings(redis_url=redis_url, key_prefix="benchstages"),
+        requests=RequestSettings(auth_secret=SECRET),
         # a serving benchmark, not a security one: the bundle's signature is not checked here
         models=ModelSettings(
             bundle_dir=bundle_dir, device_model_dir=Path("/nonexistent"), allow_unsigned=True

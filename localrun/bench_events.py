@@ -27,12 +27,14 @@ from cloud_service.store.keys import Keys
 from device_agent.cloud_client import CloudClient
 from device_agent.forwarder import EventForwarder
 from device_agent.ports import ReportedEvent
+from localrun.app_tokens import AppTokens
 from localrun.processes import start_child
 from localrun.redis_server import free_port, running_redis
+from localrun.run_secrets import APP_SECRET, TOKEN_SECRET
 from protos.auth import device_token
 from training.tiny import ArtifactDirs, write_tiny_artifacts
 
-SECRET = "bench-secret-0123456789"
+SECRET = TOKEN_SECRET  # random each run
 
 
 def keys_env(dirs: ArtifactDirs, prefix: str) -> dict[str, str]:
@@ -64,7 +66,7 @@ def throughput(target: str, redis_url: str, n_events: int) -> dict[str, float]:
 
 def app_latency(agent: str, steps: int) -> dict[str, float]:
     rec, ev = [], []
-    with httpx.Client(timeout=5) as http:
+    with httpx.Client(timeout=5, auth=AppTokens(APP_SECRET)) as http:
         for step in range(steps):
             device = f"phone-{step % 20}"
             t0 = time.perf_counter()
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             for forward in ("false", "true"):
                 agent_env = {
                     "DEVICE_CLOUD_TARGET": f"127.0.0.1:{port}", "DEVICE_HTTP_PORT": "0",
-                    "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_EVENTS_FORWARD": forward,
+                    "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_APP_SECRET": APP_SECRET,
+                    "DEVICE_EVENTS_FORWARD": forward,
                     **keys_env(dirs, "DEVICE"),
                 }  # fmt: skip
                 agent = start_child("agent", "device_agent.main", agent_env, work,

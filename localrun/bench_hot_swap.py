@@ -61,13 +61,14 @@ def pct(values: list[float], q: float) -> float:
 def run(trials: int, agent_poll_s: float, cloud_poll_s: float) -> dict[str, object]:
     from cloud_service.build import build_services
     from cloud_service.server import CloudServer
-    from cloud_service.settings import BudgetSettings, CloudSettings, StoreSettings
+    from cloud_service.settings import BudgetSettings, CloudSettings, RequestSettings, StoreSettings
     from cloud_service.settings import ModelSettings as CloudModels
     from device_agent.build import build_agent
     from device_agent.server import AgentServer
     from device_agent.settings import AgentSettings, CloudLinkSettings, DeviceSettings
     from device_agent.settings import ModelSettings as DeviceModels
     from localrun.redis_server import running_redis
+    from localrun.run_secrets import APP_SECRET, TOKEN_SECRET
     from protos.auth import device_token
     from training.tiny import release_tiny_reranker, release_tiny_value_model, write_tiny_artifacts
 
@@ -88,6 +89,7 @@ def run(trials: int, agent_poll_s: float, cloud_poll_s: float) -> dict[str, obje
         settings = CloudSettings(
             store=StoreSettings(redis_url=redis.url, key_prefix="benchswap"),
             budget=BudgetSettings(rate=1e6, burst=1e6),
+            requests=RequestSettings(auth_secret=TOKEN_SECRET),
             models=CloudModels(
                 bundle_dir=tiny.bundle, device_model_dir=tiny.device, value_model_dir=tiny.value,
                 release_public_key_file=tiny.public_key, model_poll_s=cloud_poll_s,
@@ -96,7 +98,7 @@ def run(trials: int, agent_poll_s: float, cloud_poll_s: float) -> dict[str, obje
         cloud = CloudServer(build_services(settings), "127.0.0.1", 0, 0)
         cloud.start()
         agent_settings = DeviceSettings(
-            agent=AgentSettings(http_port=0),
+            agent=AgentSettings(http_port=0, token_secret=TOKEN_SECRET, app_secret=APP_SECRET),
             cloud=CloudLinkSettings(target=f"127.0.0.1:{cloud.grpc_port}", deadline_ms=500),
             models=DeviceModels(model_poll_s=agent_poll_s, release_public_key_file=tiny.public_key),
         )
@@ -104,7 +106,7 @@ def run(trials: int, agent_poll_s: float, cloud_poll_s: float) -> dict[str, obje
         agent.start()
         agent_url = f"http://127.0.0.1:{agent.port}"
         recommend = f"http://127.0.0.1:{cloud.http_port}/v1/recommend"
-        headers = {"X-Device-Token": device_token(b"dev-only-secret-change-me", "bench")}
+        headers = {"X-Device-Token": device_token(TOKEN_SECRET.encode(), "bench")}
 
         def agent_has(reranker: str, value: str) -> bool:
             s = httpx.get(f"{agent_url}/v1/status").json()

@@ -34,10 +34,11 @@ from localrun.demo_report import PolicyRun, print_report, write_plot
 from localrun.fleet import FleetReport, run_fleet
 from localrun.processes import Child, start_child
 from localrun.redis_server import running_redis
+from localrun.run_secrets import TOKEN_SECRET
 from simulator.world import World
 from training.models_job import Models, add_spec_arguments, prepare_models, spec_of
 
-SECRET = "demo-secret-0123456789"
+SECRET = TOKEN_SECRET  # random each run
 PREFIX = "demo"
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from localrun.app_tokens import AppTokens
+from localrun.run_secrets import APP_SECRET
 from protos.actions import NAMES, code_of
 from simulator.session import maybe_switch, show_page, start_session
 from simulator.world import World
@@ -116,8 +118,11 @@ def run_fleet(
     counter = iter(range(10**9))
     deadline = time.monotonic() + max_seconds
 
+    tokens = AppTokens(APP_SECRET)  # the agents topology started hold this app key
+
     def user_loop(u: int) -> None:
-        with httpx.Client(base_url=agent_urls[u % len(agent_urls)], timeout=timeout_s) as client:
+        url = agent_urls[u % len(agent_urls)]
+        with httpx.Client(base_url=url, timeout=timeout_s, auth=tokens) as client:
             while time.monotonic() < deadline:
                 with plan_lock:
                     planned = next(plan, None)

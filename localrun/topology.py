@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from localrun.run_secrets import APP_SECRET
 from simulator.world import WorldConfig
 
 
@@ -49,7 +50,8 @@ def agent_env(
 ) -> dict[str, str]:
     env = {
         "DEVICE_CLOUD_TARGET": f"127.0.0.1:{cloud_grpc}", "DEVICE_HTTP_PORT": "0",
-        "DEVICE_TOKEN_SECRET": secret, "DEVICE_POLICY": policy, "DEVICE_AGENT_ID": name,
+        "DEVICE_TOKEN_SECRET": secret, "DEVICE_APP_SECRET": APP_SECRET,
+        "DEVICE_POLICY": policy, "DEVICE_AGENT_ID": name,
         "DEVICE_REQUEST_BUDGET": str(budget),
         "DEVICE_N_CATEGORIES": str(models.world.n_categories),
         "DEVICE_PAGE_SIZE": str(models.world.page_size),

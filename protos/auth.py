@@ -8,12 +8,14 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 TOKEN_HEADER = "x-device-token"  # gRPC metadata key and HTTP header (case-insensitive there)
 VERSION = "v2"
 DEFAULT_KID = "k0"  # the kid of CLOUD_AUTH_SECRET, the single-key form
+APP_KID = "a0"  # the default kid of an agent's app key (DEVICE_APP_SECRET)
+APP_HEADER = "authorization"  # apps → agent: `Authorization: Bearer <v2 token under the app key>`
 DEFAULT_LIFETIME_S = 12 * 3600  # of tokens minted by `device_token` (tests, tools)
 KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # no "." (the separator), safe to echo in errors
 _TOKEN = re.compile(r"^v2\.([A-Za-z0-9_-]{1,32})\.([0-9]{1,12})\.([0-9a-f]{64})$")
@@ -42,7 +44,7 @@ def token_mac(secret: bytes, device_id: str, kid: str, expires_at: int) -> str:
 
 def mint_token(secret: bytes, device_id: str, kid: str, expires_at: int) -> str:
     """The token of `device_id` under key `kid`, valid until `expires_at` (Unix seconds)."""
-    if not KID.match(kid):
+    if not KID.fullmatch(kid):
         raise ValueError("a key id must be 1-32 characters of [A-Za-z0-9_-]")
     if not 0 <= expires_at < 10**12:
         raise ValueError("the expiry must be Unix seconds")
@@ -51,10 +53,41 @@ def mint_token(secret: bytes, device_id: str, kid: str, expires_at: int) -> str:
 
 def parse_token(token: str) -> ParsedToken | None:
     """The fields of a well-formed v2 token, or None (nothing about its validity yet)."""
-    found = _TOKEN.match(token) if len(token) <= 128 else None
+    found = _TOKEN.fullmatch(token) if len(token) <= 128 else None
     if found is None:
         return None
     return ParsedToken(found.group(1), int(found.group(2)), found.group(3))
+
+
+def token_problem(
+    keys: Mapping[str, bytes],
+    device_id: str,
+    token: str,
+    *,
+    now: int,
+    skew_s: int,
+    max_lifetime_s: int,
+    header: str = TOKEN_HEADER,
+) -> str | None:
+    """Why a v2 `token` does not open `device_id` under `keys` (kid → secret), or None if it does.
+
+    Refused unless it is well formed, names a kid of `keys`, its MAC matches the device
+    (constant-time) and `now` is within [expiry − max lifetime, expiry], widened by the skew. The
+    reason names no secret and is safe to return to the caller."""
+    parsed = parse_token(token)
+    if parsed is None:
+        return f"malformed {header} (expected v2.<kid>.<expiry>.<mac>)"
+    key = keys.get(parsed.kid)
+    if key is None:
+        return f"{header} names an unknown key id {parsed.kid!r}"
+    expected = token_mac(key, device_id, parsed.kid, parsed.expires_at)
+    if not hmac.compare_digest(parsed.mac.encode(), expected.encode()):
+        return f"{header} does not match device_id"
+    if now > parsed.expires_at + skew_s:
+        return f"{header} expired {now - parsed.expires_at} s ago"
+    if parsed.expires_at > now + max_lifetime_s + skew_s:
+        return f"{header} expires more than {max_lifetime_s} s from now"
+    return None
 
 
 def legacy_token(secret: bytes, device_id: str) -> str:

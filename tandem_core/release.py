@@ -51,7 +51,7 @@ class RegistryError(RuntimeError):
 
 
 def check_version(version: str) -> str:
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise ArtifactIntegrityError(f"bad version id {version!r}")
     return version
 

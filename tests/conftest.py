@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from localrun.redis_server import RedisHandle, running_redis
+from tests.credentials import ENV
 from training.tiny import ArtifactDirs, write_tiny_artifacts
+
+# Neither process has a default secret: every test runs with this session's random ones.
+os.environ.update(ENV)
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud_service.api.body_limit import BodyLimit
 from cloud_service.api.dashboard import dashboard_router
-from cloud_service.api.handling import error_response
+from cloud_service.api.handling import (
+    error_response,
+    http_error_response,
+    validation_response,
+)
 from cloud_service.api.routers import device_models, events, federated, health, recommend
 from cloud_service.api.schemas import ErrorOut
 from cloud_service.errors import TandemError
 from cloud_service.services.container import CloudServices
+from tandem_core.body_limit import BodyLimit
 
-ERRORS = {c: {"model": ErrorOut} for c in (401, 404, 422, 429, 503)}
+ERRORS = {c: {"model": ErrorOut} for c in (400, 401, 404, 413, 422, 429, 503)}
 
 
 def create_app(services: CloudServices) -> FastAPI:
     app = FastAPI(title="Tandem cloud service", version="1", responses=ERRORS)  # type: ignore[arg-type]
     app.add_exception_handler(TandemError, error_response)
+    app.add_exception_handler(RequestValidationError, validation_response)
+    app.add_exception_handler(StarletteHTTPException, http_error_response)
     app.add_middleware(BodyLimit, max_bytes=services.settings.transport.http_max_body_bytes)
     app.include_router(dashboard_router(services.settings))
     for resource in (recommend, events, device_models, federated, health):

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tandem_core.json_numbers import JsonId, JsonInt
+
 ActionName = Literal["exposure", "click", "purchase"]  # protos.actions.NAMES
+# Request models are strict ("1" is not 1) with JSON-safe integers (tandem_core.json_numbers):
+# larger numbers are a 422 here, not a 500 deeper down. Limits that depend on the settings or
+# the served model (CLOUD_MAX_K, the catalogue, the vectors' dim) are checked by validation.py
+# with the gRPC calls and answered 422 the same way.
+ItemId = JsonId
+Millis = JsonId
+DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]  # auth.DEVICE_ID
+MAX_LIST = 10_000  # any list in a body; the settings' limits are lower
 
 
 def valid_base64(value: str) -> str:
@@ -21,8 +31,8 @@ def valid_base64(value: str) -> str:
 
 
 class VectorIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dim: int = Field(ge=1, le=4096)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    dim: JsonInt = Field(ge=1, le=4096)
     data: str = Field(description="base64 of dim little-endian float32 values")
 
     @field_validator("data")
@@ -38,9 +48,9 @@ class VectorIn(BaseModel):
 
 
 class MatrixIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows: int = Field(ge=0, le=4096)
-    cols: int = Field(ge=1, le=4096)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    rows: JsonInt = Field(ge=0, le=4096)
+    cols: JsonInt = Field(ge=1, le=4096)
     data: str = Field(description="base64 of rows × cols little-endian float32 values, row-major")
 
     @field_validator("data")
@@ -69,24 +79,24 @@ class VectorOut(BaseModel):
 
 
 class BehaviorIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    item_id: int
+    model_config = ConfigDict(extra="forbid", strict=True)
+    item_id: ItemId
     action: ActionName
-    timestamp_ms: int = Field(ge=0)
+    timestamp_ms: Millis
 
 
 class RecommendBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    device_id: str
-    k: int = Field(ge=1)
-    recent: list[BehaviorIn] = []
+    model_config = ConfigDict(extra="forbid", strict=True)
+    device_id: DeviceId
+    k: JsonInt = Field(ge=1, le=2000)  # and at most CLOUD_MAX_K
+    recent: list[BehaviorIn] = Field([], max_length=MAX_LIST)  # and CLOUD_MAX_RECENT
     interest: VectorIn | None = None
-    model_version: str = ""
-    exclude_item_ids: list[int] = []
+    model_version: str = Field("", max_length=128)
+    exclude_item_ids: list[ItemId] = Field([], max_length=MAX_LIST)  # and CLOUD_MAX_EXCLUDE
     # the private mode (RecommendRequest in the .proto): no `recent`, nothing stored
     private: bool = False
     interest_set: MatrixIn | None = None
-    interest_weights: list[float] = []
+    interest_weights: list[float] = Field([], max_length=4096)
 
 
 class ScoredItemOut(BaseModel):
@@ -107,27 +117,27 @@ class RecommendOut(BaseModel):
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    item_id: int
+    model_config = ConfigDict(extra="forbid", strict=True)
+    item_id: ItemId
     action: ActionName
-    timestamp_ms: int = Field(ge=0)
-    position: int = Field(0, ge=0)
-    request_id: str = ""
+    timestamp_ms: Millis
+    position: JsonInt = Field(0, ge=0, lt=10_000)
+    request_id: str = Field("", max_length=64)  # validation.MAX_REQUEST_ID
     # the decision behind the page (exposures); checked with the gRPC fields in validation.py
     source: Literal["", "cloud", "local"] = ""
     asked_cloud: bool = False
     value: float = 0.0
     threshold: float = 0.0
     propensity: float = 1.0
-    features: list[float] = []  # the request-value features of the decision (<= 32)
-    step: int = 0  # the device's page counter of that page; 0 = unset
+    features: list[float] = Field([], max_length=32)  # the request-value features of the decision
+    step: JsonInt = Field(0, ge=0, le=10**9)  # the device's page counter of that page; 0 = unset
 
 
 class EventsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    device_id: str
-    events: list[EventIn]
-    batch_id: str = ""  # a retry with the same id is stored once
+    model_config = ConfigDict(extra="forbid", strict=True)
+    device_id: DeviceId
+    events: list[EventIn] = Field(max_length=MAX_LIST)  # and CLOUD_MAX_EVENTS
+    batch_id: str = Field("", pattern=r"^([A-Za-z0-9_.:-]{1,64})?$")  # a retry is stored once
 
 
 class EventsOut(BaseModel):

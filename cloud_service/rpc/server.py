@@ -10,11 +10,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cloud_service.rpc.malformed import add_tandem_servicer
 from cloud_service.rpc.servicer import TandemServicer
 from cloud_service.services.container import CloudServices
 from cloud_service.settings import TransportSettings
 from protos.tandem.v1 import tandem_pb2 as pb
-from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Tandem"].full_name
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def build_grpc_server(services: CloudServices, host: str, port: int) -> GrpcServ
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_TandemServicer_to_server(TandemServicer(services), server)
+    add_tandem_servicer(TandemServicer(services), server)  # malformed bodies: INVALID_ARGUMENT
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

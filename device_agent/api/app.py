@@ -3,22 +3,61 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from device_agent import metrics
+from device_agent.api.app_auth import SCHEME, AppAuth, AppUnauthorized, OpsAuth
 from device_agent.api.schemas import (
     DecisionOut,
+    ErrorOut,
     EventsIn,
     EventsOut,
     ItemOut,
     RecommendIn,
     RecommendOut,
+    bounded,
 )
 from device_agent.service import AgentService, AppEvent, InvalidEvent, Page
+from device_agent.settings import AgentSettings
 from protos.actions import BY_NAME
+from tandem_core.body_limit import BodyLimit
+
+OPS_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body is not JSON"},
+    401: {"model": ErrorOut, "description": "the ops token is missing or wrong"},
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body is not JSON"},
+    401: {"model": ErrorOut, "description": "no app token, or not the token of this device_id"},
+    413: {"model": ErrorOut, "description": "body over DEVICE_MAX_BODY_BYTES"},
+}
+
+
+Route = TypeVar("Route", bound=Callable[..., Any])
+
+
+def validated_as(model: type[BaseModel]) -> Callable[[Route], Route]:
+    """FastAPI validates (and documents) `body` as `model`, a subclass the route's annotation
+    names for the type checker: the bounded models are built per app, from its settings."""
+
+    def mark(route: Route) -> Route:
+        route.__annotations__["body"] = model
+        return route
+
+    return mark
+
+
+def refused(field: str, value: object, exc: InvalidEvent) -> RequestValidationError:
+    """The service's own refusal in the schema's 422 shape (the one the contract documents)."""
+    error = {"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": value}
+    return RequestValidationError([error])
 
 
 def page_to_body(page: Page) -> RecommendOut:
@@ -32,33 +71,56 @@ def page_to_body(page: Page) -> RecommendOut:
             outcome=d.outcome,
         ),
         model_version=page.model_version,
+        fill=page.fill,
     )  # fmt: skip
 
 
-def create_app(service: AgentService, max_events: int) -> FastAPI:
+def create_app(service: AgentService, a: AgentSettings) -> FastAPI:
+    """The routes; app tokens under DEVICE_APP_SECRET, bodies over DEVICE_MAX_BODY_BYTES: 413."""
     app = FastAPI(title="Tandem device agent", version="1")
+    app.add_middleware(BodyLimit, max_bytes=a.max_body_bytes)
+    auth = AppAuth(a.app_secret.get_secret_value().encode(), a.app_kid, a.app_max_token_lifetime_s)
+    ops = OpsAuth(a.ops_token.get_secret_value())
+    # the schema says this agent's limits (DEVICE_MAX_K, DEVICE_MAX_EVENTS): a body it accepts
+    # is served, one it refuses is a 422 naming the field
+    Recommend, Events = bounded(service.max_k, a.max_events)
 
-    @app.post("/v1/recommend", response_model=RecommendOut)
-    def recommend(body: RecommendIn) -> RecommendOut:
+    @app.exception_handler(AppUnauthorized)
+    def unauthorized(_: Request, exc: AppUnauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": SCHEME}
+        )
+
+    def app_token(authorization: str | None = Header(None)) -> str:
+        """Runs before the body is parsed: no credentials is 401 whatever the body holds."""
+        return auth.well_formed(authorization)
+
+    def ops_allowed(authorization: str | None = Header(None)) -> None:
+        ops.check(authorization)
+
+    @app.post("/v1/recommend", response_model=RecommendOut, responses=ERRORS)
+    @validated_as(Recommend)
+    def recommend(body: RecommendIn, token: str = Depends(app_token)) -> RecommendOut:
+        auth.check(body.device_id, token)
         start = time.perf_counter()
         try:
             page = service.recommend(body.device_id, body.k)
         except InvalidEvent as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise refused("k", body.k, exc) from None
         metrics.LATENCY.labels(page.source).observe(time.perf_counter() - start)
         return page_to_body(page)
 
-    @app.post("/v1/events", response_model=EventsOut)
-    def events(body: EventsIn) -> EventsOut:
-        if len(body.events) > max_events:
-            raise HTTPException(422, f"more than {max_events} events in one batch")
+    @app.post("/v1/events", response_model=EventsOut, responses=ERRORS)
+    @validated_as(Events)
+    def events(body: EventsIn, token: str = Depends(app_token)) -> EventsOut:
+        auth.check(body.device_id, token)
         batch = [AppEvent(e.item_id, BY_NAME[e.action], e.timestamp_ms) for e in body.events]
         try:
             return EventsOut(accepted=service.record_events(body.device_id, batch))
         except InvalidEvent as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise refused("events", len(batch), exc) from None
 
-    @app.get("/v1/status")
+    @app.get("/v1/status", dependencies=[Depends(ops_allowed)], responses=OPS_ERRORS)
     def status() -> dict[str, Any]:
         return service.status()
 
@@ -71,7 +133,10 @@ def create_app(service: AgentService, max_events: int) -> FastAPI:
         # ready as soon as it can answer: with no model or cloud it serves the cloud order / pool
         return Response('{"status":"ready"}', media_type="application/json")
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", dependencies=[Depends(ops_allowed)], responses=OPS_ERRORS,
+        response_class=PlainTextResponse,
+    )  # fmt: skip
     def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

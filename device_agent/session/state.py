@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ from device_agent.policy.pacing import Allowance
 from protos.actions import Action
 from tandem_core.behavior import behavior_inputs
 
-SHOWN_KEPT = 400  # items already shown, excluded from the next cloud request
+SHOWN_KEPT = 400  # distinct items already shown: excluded from cloud requests and fallbacks
 CLICKS_KEPT = 50  # rows of the last clicks: the private mode's interest encoder reads them
 
 
@@ -50,6 +51,19 @@ class Pool:
         keep[taken] = False
         return self.subset(keep)
 
+    def topped_up(self, extra: Sequence[tuple[int, int]]) -> Pool:
+        """This page with (item, category) pairs from outside the pool after its items; they
+        carry no embedding row (zeros) and no cloud score (NaN)."""
+        n = len(extra)
+        items = np.array([i for i, _ in extra], dtype=np.int64)
+        cats = np.array([c for _, c in extra], dtype=np.int64)
+        rows = np.zeros((n, self.rows.shape[1]), dtype=self.rows.dtype)
+        return Pool(
+            np.concatenate([self.items, items]), np.concatenate([self.categories, cats]),
+            np.concatenate([self.cloud_logit, np.full(n, np.nan, np.float32)]),
+            np.concatenate([self.rows, rows]), self.embedding_version, self.request_id,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class PageDecision:
@@ -76,7 +90,8 @@ class DeviceSession:
     order_by: OnnxReranker | None = None  # the model `order` came from
     behavior: deque[tuple[int, int, int]] = field(init=False)  # (item, action code, ts ms)
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # embedding rows of known items
-    shown: deque[int] = field(init=False)
+    shown: OrderedDict[int, int] = field(default_factory=OrderedDict)  # item → category, least
+    # recently shown first, at most SHOWN_KEPT
     clicked: deque[np.ndarray] = field(init=False)  # rows of the last clicks, oldest first
     page: list[tuple[int, int]] = field(default_factory=list)  # (item, category) last served
     page_clicks: set[int] = field(default_factory=set)
@@ -89,7 +104,6 @@ class DeviceSession:
 
     def __post_init__(self) -> None:
         self.behavior = deque(maxlen=self.behavior_len)
-        self.shown = deque(maxlen=SHOWN_KEPT)
         self.clicked = deque(maxlen=CLICKS_KEPT)
 
     def set_pool(self, pool: Pool) -> None:
@@ -153,6 +167,20 @@ class DeviceSession:
         order = self.rerank(model)[:k]
         page = self.pool.subset(order)
         self.pool, self.order = self.pool.without(order), None
-        self.page = list(zip(page.items.tolist(), page.categories.tolist(), strict=True))
-        self.shown.extend(page.items.tolist())
+        self.page = []
+        self.show(list(zip(page.items.tolist(), page.categories.tolist(), strict=True)))
         return page
+
+    def show(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """(item, category) pairs join the page being served and become the most recently shown."""
+        self.page.extend(pairs)
+        for item, category in pairs:
+            self.shown.pop(item, None)
+            self.shown[item] = category
+        while len(self.shown) > SHOWN_KEPT:
+            self.shown.popitem(last=False)
+
+    def repeats(self) -> list[tuple[int, int]]:
+        """Items shown before and not on the page being served, least recently shown first."""
+        on_page = {item for item, _ in self.page}
+        return [(i, c) for i, c in self.shown.items() if i not in on_page]

@@ -41,11 +41,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         engine.stop()
         raise
     stack = Stack(dict(engine.env), Mode.of(args.mode, args.users, args.run_time),
-                  budget=args.budget)  # fmt: skip
-    report: dict[str, object] = {"mode": args.mode}
+                  budget=args.budget, cluster=args.cluster)  # fmt: skip
+    report: dict[str, object] = {"mode": args.mode, "redis_cluster": args.cluster}
     try:
         with stack.step("base images"):
-            report["bases"] = stack.choose_bases(args.base, engine.env)
+            report["bases"] = stack.choose_bases(
+                args.base, engine.env,
+                lambda: engine.ensure_tool("mmdebstrap", "mmdebstrap", not args.no_install),
+            )  # fmt: skip
         with stack.step("build"):
             stack.build()
         with stack.step("up --wait"):
@@ -58,6 +61,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             result = load_result(Path(tmp))
         report["load"] = result.__dict__
         report["request_rate"] = _rate(stack)
+        if args.cluster:
+            keys = report["cluster_keys"] = stack.cluster_keys()
+            if min(keys) == 0:
+                raise StackFailed(f"a cluster node holds no key: {keys}")
         report["image_mib"] = stack.image_sizes()
         if result.failures or result.requests == 0:
             raise StackFailed(f"locust: {result.failures} failures of {result.requests}")
@@ -92,7 +99,7 @@ def _app_checks(stack: Stack) -> dict[str, object]:
                 if time.monotonic() > deadline:
                     raise StackFailed(f"agent {url}/readyz is not 200")
                 time.sleep(1)
-        return {"app": app_round_trip(agents[0], client)}
+        return {"app": app_round_trip(agents[0], client, stack.env["TANDEM_APP_SECRET"])}
 
 
 def _rate(stack: Stack) -> float:
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=None, help="locust users (fast 40, full 200)")
     p.add_argument("--run-time", default=None, help="locust run time (fast 30s, full 2m)")
     p.add_argument("--budget", type=float, default=0.10, help="DEVICE_REQUEST_BUDGET")
+    p.add_argument("--cluster", action="store_true", help="the cloud on a 3-master Redis Cluster")
     p.add_argument("--no-install", action="store_true", help="never apt-get install docker.io")
     p.add_argument("--keep", action="store_true", help="leave the stack and engine running")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     print("[compose-smoke] green")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.report import read_stats
+from localrun.app_tokens import AppTokens
 
 PAGE = 4
 
@@ -19,11 +20,16 @@ def ready(url: str, client: httpx.Client) -> bool:
         return False
 
 
-def app_round_trip(agent: str, client: httpx.Client) -> dict[str, object]:
-    """A page, a click on its first item, another page: both full, the event accepted.
-    (The agent's REST API has no app authentication yet: issue 17, docs/deploy.md.)"""
+def app_round_trip(agent: str, client: httpx.Client, app_secret: str) -> dict[str, object]:
+    """A page, a click on its first item, another page: both full, the event accepted; no
+    token, another device's token and a malformed id refused."""
     device = "smoke-app-0"
-    headers: dict[str, str] = {}
+    headers = AppTokens(app_secret).header(device)
+    body = {"device_id": device, "k": PAGE}
+    for name, wrong in (("no token", {}), ("another device's token", _other(app_secret))):
+        refused = client.post(f"{agent}/v1/recommend", json=body, headers=wrong)
+        if refused.status_code != 401:
+            raise AssertionError(f"{name} got {refused.status_code}, not 401: {refused.text}")
     first = client.post(f"{agent}/v1/recommend", json={"device_id": device, "k": PAGE},
                         headers=headers)  # fmt: skip
     first.raise_for_status()
@@ -41,10 +47,15 @@ def app_round_trip(agent: str, client: httpx.Client) -> dict[str, object]:
     second.raise_for_status()
     if len(second.json()["items"]) != PAGE:
         raise AssertionError(f"second page is short: {second.text}")
-    refused = client.post(f"{agent}/v1/recommend", json={"device_id": "abc}", "k": PAGE})
+    refused = client.post(f"{agent}/v1/recommend", json={"device_id": "abc}", "k": PAGE},
+                          headers=AppTokens(app_secret).header("abc}"))  # fmt: skip
     if refused.status_code != 422:
         raise AssertionError(f"a malformed device id got {refused.status_code}")
     return {"first_source": first.json()["source"], "second_source": second.json()["source"]}
+
+
+def _other(app_secret: str) -> dict[str, str]:
+    return AppTokens(app_secret).header("smoke-app-1")
 
 
 @dataclass(frozen=True)

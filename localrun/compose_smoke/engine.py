@@ -51,6 +51,12 @@ class Engine:
             self._start_daemon(install, wait_s)
         self._ensure_compose()
 
+    def ensure_tool(self, binary: str, package: str, install: bool = True) -> None:
+        """`binary` on PATH, installing `package` with apt when allowed; else EngineUnavailable
+        (the smoke cannot run here, which is not the stack failing)."""
+        if shutil.which(binary) is None and not (install and self._apt(package)):
+            raise EngineUnavailable(f"no {binary}, and {package} could not be installed")
+
     def _apt(self, package: str) -> bool:
         if shutil.which("apt-get") is None or os.geteuid() != 0:
             return False

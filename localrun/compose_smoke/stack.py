@@ -53,6 +53,7 @@ class Stack:
     mode: Mode
     project: str = "tandem-smoke"
     budget: float = 0.10
+    cluster: bool = False  # the `cluster` profile: the cloud on a 3-master Redis Cluster
     log: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -61,6 +62,7 @@ class Stack:
             **self.env,
             # generated per run: nothing in deploy/ has a default secret
             "TANDEM_TOKEN_SECRET": secrets.token_urlsafe(32),
+            "TANDEM_APP_SECRET": secrets.token_urlsafe(32),
             "TANDEM_MODELS_ARGS": self.mode.models_args,
             "TANDEM_REGISTRY": self.mode.registry,
             "TANDEM_WORLD_SCALE": self.mode.world_scale,
@@ -69,6 +71,13 @@ class Stack:
             "TANDEM_LOCUST_SPAWN_RATE": str(max(1, self.mode.locust_users // 5)),
             "TANDEM_LOCUST_RUN_TIME": self.mode.locust_run_time,
         }
+        if self.cluster:
+            self.env["TANDEM_REDIS_CLUSTER"] = "true"
+            self.env["TANDEM_REDIS_URL"] = "redis://redis-node:6379/0"
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return ("--profile", "cluster") if self.cluster else ()
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         cmd = ["docker", "compose", "-p", self.project, "-f", str(COMPOSE_FILE), *args]
@@ -90,11 +99,17 @@ class Stack:
             self.timings[name] = round(time.monotonic() - start, 1)
             self.log(f"[compose-smoke] {name}: {self.timings[name]} s")
 
-    def choose_bases(self, base: str, engine_env: dict[str, str]) -> str:
-        """official (pulled), debian (built here from Debian packages), or auto: official when
-        present locally, else debian. Returns the choice."""
+    def choose_bases(
+        self, base: str, engine_env: dict[str, str], prepare: Callable[[], None] = lambda: None
+    ) -> str:
+        """official (pulled), debian (built here from Debian packages; `prepare` first, which
+        makes sure mmdebstrap is there), or auto: official when present locally, else debian.
+        Returns the choice."""
         present = all(_image_exists(i, engine_env) for i in OFFICIAL_BASES)
         choice = ("official" if present else "debian") if base == "auto" else base
+        debian_present = all(_image_exists(i, engine_env) for i in DEBIAN_BASES)
+        if choice == "debian" and not debian_present:
+            prepare()
         if choice == "debian":
             script = ROOT / "deploy" / "base-images" / "build.sh"
             subprocess.run(["bash", str(script)], env=engine_env, timeout=1200, check=True)
@@ -106,17 +121,19 @@ class Stack:
         self.compose("--profile", "load", "build", timeout=3600)
 
     def up(self) -> None:
-        self.compose("up", "-d", "--wait", "--wait-timeout", "900", *SERVICES, timeout=1000)
+        services = (*SERVICES, "redis-node") if self.cluster else SERVICES
+        self.compose(*self.profiles, "up", "-d", "--wait", "--wait-timeout", "900", *services,
+                     timeout=1000)  # fmt: skip
 
     def health(self) -> dict[str, str]:
         """Each container's state/health; raises unless every service is running and healthy."""
-        rows = [json.loads(line) for line in self.compose("ps", "-a", "--format", "json")
-                .splitlines() if line.strip()]  # fmt: skip
+        rows = [json.loads(line) for line in self.compose(*self.profiles, "ps", "-a", "--format",
+                "json").splitlines() if line.strip()]  # fmt: skip
         states = {r["Name"]: f"{r['State']}/{r.get('Health') or '-'}" for r in rows}
         for r in rows:
-            if r["Service"] == "models":
+            if r["Service"] in ("models", "redis-cluster"):  # one-shot jobs
                 if r["State"] != "exited" or int(r.get("ExitCode", 1)) != 0:
-                    raise StackFailed(f"the models job did not finish cleanly: {states}")
+                    raise StackFailed(f"{r['Service']} did not finish cleanly: {states}")
             elif r["State"] != "running" or r.get("Health") not in ("healthy", None, ""):
                 raise StackFailed(f"{r['Name']} is not healthy: {states}")
         missing = set(SERVICES) - {r["Service"] for r in rows}
@@ -137,12 +154,25 @@ class Stack:
         for name in ("agents_stats.csv", "agents_failures.csv"):
             self.compose("cp", f"locust-master:/results/{name}", str(results / name), check=False)
 
+    def cluster_keys(self) -> list[int]:
+        """Keys on each cluster node (the cloud's state spread over the masters by hash tag)."""
+        keys = []
+        for index in (1, 2, 3):
+            out = self.compose("--profile", "cluster", "exec", "-T", "--index", str(index),
+                               "redis-node", "redis-cli", "dbsize")  # fmt: skip
+            keys.append(int(out.strip()))
+        state = self.compose("--profile", "cluster", "exec", "-T", "redis-node", "redis-cli",
+                             "cluster", "info")  # fmt: skip
+        if "cluster_state:ok" not in state:
+            raise StackFailed(f"the Redis Cluster is not ok:\n{state}")
+        return keys
+
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "60", timeout=120, check=False)
 
     def down(self) -> None:
-        self.compose("--profile", "load", "down", "-v", "--remove-orphans", timeout=300,
-                     check=False)  # fmt: skip
+        self.compose("--profile", "load", "--profile", "cluster", "down", "-v",
+                     "--remove-orphans", timeout=300, check=False)  # fmt: skip
 
     def image_sizes(self) -> dict[str, float]:
         sizes = {}

@@ -10,14 +10,15 @@ import pytest
 
 from localrun.processes import start_child
 from localrun.redis_server import free_port
+from tests.credentials import APP_SECRET, TOKEN_SECRET, app_post
 from training.tiny import ArtifactDirs
 
 pytestmark = pytest.mark.e2e
-SECRET = "e2e-secret-0123456789"
+SECRET = TOKEN_SECRET
 
 
 def page(agent: str, device: str) -> dict:
-    reply = httpx.post(f"{agent}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
+    reply = app_post(f"{agent}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
     assert reply.status_code == 200, reply.text
     return dict(reply.json())
 
@@ -35,7 +36,8 @@ def test_agent_survives_a_dead_cloud_and_uses_it_again_after_restart(
     agent_env = {
         "DEVICE_CLOUD_TARGET": f"127.0.0.1:{grpc_port}", "DEVICE_HTTP_PORT": "0",
         "DEVICE_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
-        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_REQUEST_BUDGET": "1.0",
+        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_APP_SECRET": APP_SECRET,
+        "DEVICE_REQUEST_BUDGET": "1.0",
         "DEVICE_PACER_BURST": "1000", "DEVICE_CLOUD_DEADLINE_MS": "150",
     }  # fmt: skip
     cloud = start_child("cloud", "cloud_service.main", cloud_env, tmp_path, tmp_path / "c.log")

@@ -11,6 +11,7 @@ import pytest
 from cloud_service.auth import device_token
 from localrun.processes import start_child
 from localrun.redis_server import free_port
+from tests.credentials import APP_SECRET, TOKEN_SECRET, app_post
 from tests.e2e.headless_chromium import CHROMIUM, HeadlessChromium
 from training.tiny import ArtifactDirs
 
@@ -18,7 +19,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt chromium)"),
 ]
-SECRET = "e2e-secret-0123456789"
+SECRET = TOKEN_SECRET
 
 
 def number(browser: HeadlessChromium, element_id: str) -> float:
@@ -46,7 +47,8 @@ def test_dashboard_shows_live_numbers_without_reload(
     agent_env = {
         "DEVICE_CLOUD_TARGET": f"127.0.0.1:{grpc_port}", "DEVICE_HTTP_PORT": str(agent_port),
         "DEVICE_RELEASE_PUBLIC_KEY_FILE": str(tiny_artifacts.public_key),
-        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_REQUEST_BUDGET": "0",
+        "DEVICE_TOKEN_SECRET": SECRET, "DEVICE_APP_SECRET": APP_SECRET,
+        "DEVICE_REQUEST_BUDGET": "0",
         "DEVICE_INITIAL_THRESHOLD": "1e9", "DEVICE_EXPLORATION": "0",  # first list only
     }  # fmt: skip
     cloud = start_child("cloud", "cloud_service.main", cloud_env, tmp_path, tmp_path / "c.log")
@@ -61,7 +63,7 @@ def test_dashboard_shows_live_numbers_without_reload(
             polls = int(browser.evaluate("document.body.dataset.polls"))
 
             for _ in range(4):  # the app's first page comes from the cloud, then from the pool
-                reply = httpx.post(
+                reply = app_post(
                     f"{agent_url}/v1/recommend", json={"device_id": "app", "k": 2}, timeout=10
                 )
                 assert reply.status_code == 200

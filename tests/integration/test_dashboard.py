@@ -21,6 +21,7 @@ from device_agent.settings import (
     PacingSettings,
 )
 from localrun.redis_server import free_port
+from tests.credentials import app_post
 from tests.integration.conftest import StartCloud
 from training.tiny import ArtifactDirs
 
@@ -99,7 +100,7 @@ def test_agents_are_summed_and_dead_ones_shown_without_failing(
     agent.start()
     try:
         for _ in range(6):
-            reply = httpx.post(f"{live}/v1/recommend", json={"device_id": "p1", "k": 2}, timeout=5)
+            reply = app_post(f"{live}/v1/recommend", json={"device_id": "p1", "k": 2}, timeout=5)
             assert reply.status_code == 200
         start = time.monotonic()
         s = stats(server.http_port)

@@ -12,17 +12,17 @@ import pytest
 
 from tandem_core.release import resolve
 from tandem_core.signing import Signer
+from tests.credentials import app_post
 from tests.integration.conftest import StartCloud
 from training.tiny import release_tiny_reranker
 
 pytestmark = pytest.mark.integration
-SECRET = "dev-only-secret-change-me"  # the default of both settings
 
 
 def feed(url: str, device: str, steps: int, click_every: int = 3) -> list[dict]:
     pages = []
     for step in range(steps):
-        page = httpx.post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
+        page = app_post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
         assert page.status_code == 200, page.text
         body = page.json()
         pages.append(body)
@@ -32,7 +32,7 @@ def feed(url: str, device: str, steps: int, click_every: int = 3) -> list[dict]:
             for j, it in enumerate(body["items"])
         ]  # fmt: skip
         if events:
-            r = httpx.post(f"{url}/v1/events", json={"device_id": device, "events": events})
+            r = app_post(f"{url}/v1/events", json={"device_id": device, "events": events})
             assert r.status_code == 200
     return pages
 
@@ -74,7 +74,7 @@ def test_a_dead_cloud_never_fails_the_app(start_cloud: StartCloud, start_agent: 
     assert sum(len(p["items"]) for p in pages) > 0
     outcomes = {p["decision"]["outcome"] for p in pages}
     assert outcomes & {"unavailable", "timeout", "kept"}
-    fresh = httpx.post(f"{url}/v1/recommend", json={"device_id": "phone-new", "k": 4}).json()
+    fresh = app_post(f"{url}/v1/recommend", json={"device_id": "phone-new", "k": 4}).json()
     assert fresh["source"] == "local" and len(fresh["items"]) == 4  # others' list as fallback
 
 
@@ -100,7 +100,7 @@ def test_bad_app_input_is_refused(start_cloud: StartCloud, start_agent: Any) -> 
                                                       "timestamp_ms": 1}]}),
     ]  # fmt: skip
     for path, body in bad:
-        assert httpx.post(f"{url}{path}", json=body).status_code == 422, body
+        assert app_post(f"{url}{path}", json=body).status_code == 422, body
     assert httpx.get(f"{url}/v1/status").json()["devices"] == 0  # nothing was created
 
 
@@ -126,6 +126,6 @@ def test_new_model_is_swapped_in_and_a_tampered_one_refused(
     )
     feed(url, "phone-5", steps=2)
     assert agent.agent.reranker.refresh(agent.agent.cloud, "agent-0", timeout_s=5)
-    page = httpx.post(f"{url}/v1/recommend", json={"device_id": "phone-5", "k": 4}).json()
+    page = app_post(f"{url}/v1/recommend", json={"device_id": "phone-5", "k": 4}).json()
     assert page["model_version"] == v2 != first
     assert services is not None

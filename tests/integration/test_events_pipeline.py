@@ -19,6 +19,7 @@ from device_agent.policy.features import FEATURES
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from simulator.loaders import load_taobao_user_behavior
+from tests.credentials import app_post
 from tests.integration.conftest import StartCloud
 from training.event_logs import GROUP, LogWriter, consume, ensure_group, user_id
 from training.policy.fleet_logs import decision_rows
@@ -44,13 +45,13 @@ def wait_for(check: Any, timeout_s: float = 10.0) -> None:
 
 
 def app_step(url: str, device: str, step: int) -> list[int]:
-    page = httpx.post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
+    page = app_post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
     assert page.status_code == 200, page.text
     items = [it["item_id"] for it in page.json()["items"]]
     events = [{"item_id": i, "action": "exposure", "timestamp_ms": 1000 * step + j}
               for j, i in enumerate(items)]  # fmt: skip
     events.append({"item_id": items[0], "action": "click", "timestamp_ms": 1000 * step + 9})
-    r = httpx.post(f"{url}/v1/events", json={"device_id": device, "events": events}, timeout=5)
+    r = app_post(f"{url}/v1/events", json={"device_id": device, "events": events}, timeout=5)
     assert r.status_code == 200, r.text
     return items
 
@@ -106,7 +107,7 @@ def test_a_batch_whose_answer_was_lost_is_retried_and_stored_once(
     client = redis.Redis.from_url(redis_url)
     events = [{"item_id": 1, "action": "exposure", "timestamp_ms": 5000 + i} for i in range(5)]
     client.execute_command("CLIENT", "PAUSE", 500, "WRITE")
-    r = httpx.post(f"{url}/v1/events", json={"device_id": "ph-2", "events": events}, timeout=5)
+    r = app_post(f"{url}/v1/events", json={"device_id": "ph-2", "events": events}, timeout=5)
     assert r.status_code == 200  # the app never waits on the log
     forwarder = agent.agent.forwarder
     wait_for(lambda: forwarder.queued() == 0)

@@ -8,18 +8,19 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.credentials import app_post
 from tests.integration.conftest import StartCloud
 
 pytestmark = pytest.mark.integration
 
 
 def step(url: str, device: str, t: int) -> dict[str, Any]:
-    page = httpx.post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
+    page = app_post(f"{url}/v1/recommend", json={"device_id": device, "k": 4}, timeout=5)
     assert page.status_code == 200, page.text
     body = page.json()
     events = [{"item_id": it["item_id"], "action": "click", "timestamp_ms": t}
               for it in body["items"][:2]]  # fmt: skip
-    assert httpx.post(f"{url}/v1/events", json={"device_id": device, "events": events}).is_success
+    assert app_post(f"{url}/v1/events", json={"device_id": device, "events": events}).is_success
     return body
 
 

@@ -20,6 +20,7 @@ from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
 from protos.vectors import matrix_to_proto
 from tandem_core.signing import Signer
+from tests.credentials import app_post
 from tests.integration.conftest import StartCloud
 from training.private_mode.encoder import EncoderConfig, InterestEncoder
 from training.private_mode.export import write_encoder_artifact
@@ -146,11 +147,11 @@ def test_an_agent_in_private_mode_keeps_its_behaviour_out_of_redis(
         cloud.grpc_port, private_recommend=True, request_budget=1.0, pacer_burst=100.0
     )
     for step in range(6):
-        page = httpx.post(f"{url}/v1/recommend", json={"device_id": "phone-p", "k": 4}).json()
+        page = app_post(f"{url}/v1/recommend", json={"device_id": "phone-p", "k": 4}).json()
         assert len(page["items"]) == 4
         events = [{"item_id": it["item_id"], "action": "click", "timestamp_ms": 100 * step + j}
                   for j, it in enumerate(page["items"][:2])]  # fmt: skip
-        assert httpx.post(
+        assert app_post(
             f"{url}/v1/events", json={"device_id": "phone-p", "events": events}
         ).is_success
     status = httpx.get(f"{url}/v1/status").json()

@@ -21,6 +21,7 @@ import pytest
 from tandem_core.artifacts import MANIFEST, sha256_bytes
 from tandem_core.release import VERSIONS, resolve, rollback, set_current
 from tandem_core.signing import Signer, generate_keypair
+from tests.credentials import APP_TOKENS, TOKEN_SECRET, app_post
 from tests.integration.conftest import StartCloud
 from training.tiny import ArtifactDirs, release_tiny_reranker, release_tiny_value_model
 
@@ -77,7 +78,7 @@ def served_ranker(cloud: Any, device: str = "phone-1") -> str:
 def token(device: str) -> str:
     from protos.auth import device_token
 
-    return device_token(b"dev-only-secret-change-me", device)
+    return device_token(TOKEN_SECRET.encode(), device)
 
 
 def status(url: str) -> dict[str, Any]:
@@ -140,7 +141,7 @@ def test_bad_versions_are_refused_by_the_replica_and_the_old_one_keeps_serving(
         assert model is not None and model.version == good, version
         assert not agent.agent.reranker.refresh(agent.agent.cloud, "agent-0", timeout_s=5)
         assert agent.agent.reranker.version == good, version
-        page = httpx.post(f"{url}/v1/recommend", json={"device_id": "p", "k": 4}).json()
+        page = app_post(f"{url}/v1/recommend", json={"device_id": "p", "k": 4}).json()
         assert page["model_version"] == good
     # the same for the ranker bundle: a forged one never replaces the served recommender
     first = served_ranker(cloud)
@@ -175,7 +176,7 @@ def test_the_agent_refuses_what_a_compromised_replica_serves(
     set_current(reg["device"], "edgerec-unsigned")
     assert not agent.agent.reranker.refresh(agent.agent.cloud, "agent-0", timeout_s=5)
     assert agent.agent.reranker.version == ""
-    assert httpx.post(f"{url}/v1/recommend", json={"device_id": "p", "k": 4}).status_code == 200
+    assert app_post(f"{url}/v1/recommend", json={"device_id": "p", "k": 4}).status_code == 200
     metrics = httpx.get(f"{url}/metrics").text
     assert 'tandem_agent_model_updates_total{kind="reranker",outcome="refused"}' in metrics
 
@@ -198,7 +199,8 @@ def test_promotion_and_rollback_reach_a_running_agent_and_replica(
     def traffic() -> None:
         while not stop.is_set():
             for target, body, headers in (
-                (f"{url}/v1/recommend", {"device_id": "load", "k": 4}, {}),
+                (f"{url}/v1/recommend", {"device_id": "load", "k": 4},
+                 APP_TOKENS.header("load")),
                 (f"http://127.0.0.1:{cloud.http_port}/v1/recommend", {"device_id": "load", "k": 4},
                  {"X-Device-Token": token("load")}),
             ):  # fmt: skip
@@ -217,7 +219,7 @@ def test_promotion_and_rollback_reach_a_running_agent_and_replica(
     wait_for(lambda: status(url)["reranker_version"] == rr2 != rr1)
     wait_for(lambda: status(url)["value_model"] == vm2 != vm1)
     wait_for(lambda: served_ranker(cloud) == "din-tiny-v2" != rk1)
-    page = httpx.post(f"{url}/v1/recommend", json={"device_id": "q", "k": 4}).json()
+    page = app_post(f"{url}/v1/recommend", json={"device_id": "q", "k": 4}).json()
     assert page["model_version"] == rr2
     # rollback: `current` back to the previous version; both processes follow
     assert rollback(reg["device"]) == rr1

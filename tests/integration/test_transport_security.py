@@ -24,10 +24,11 @@ from device_agent.ports import CloudError
 from protos.auth import device_token, legacy_token, mint_token
 from protos.tandem.v1 import tandem_pb2 as pb
 from protos.tandem.v1 import tandem_pb2_grpc as pb_grpc
+from tests.credentials import TOKEN_SECRET, app_post
 from tests.integration.conftest import StartCloud
 
 pytestmark = pytest.mark.integration
-SECRET = b"dev-only-secret-change-me"  # the default of both processes' settings
+SECRET = TOKEN_SECRET.encode()  # this session's, set in the environment by conftest
 NEW_SECRET = "the-next-fleet-key-32-bytes-long"
 SERVER_NAME = "cloud.tandem.test"  # in the server certificate beside 127.0.0.1
 
@@ -248,7 +249,7 @@ def test_the_agent_talks_tls_to_the_cloud_and_serves_https(
     )  # fmt: skip
     https = url.replace("http:", "https:")
     verify = ssl.create_default_context(cafile=pki.ca)
-    page = httpx.post(f"{https}/v1/recommend", json={"device_id": "ph-1", "k": 4}, timeout=5,
+    page = app_post(f"{https}/v1/recommend", json={"device_id": "ph-1", "k": 4}, timeout=5,
                       verify=verify)  # fmt: skip
     assert page.status_code == 200, page.text
     assert page.json()["source"] == "cloud" and len(page.json()["items"]) == 4

@@ -147,11 +147,9 @@ def test_sessions_are_evicted_least_recent_first() -> None:
 def test_the_pool_is_large_enough_for_refills_to_fit_the_budget(
     budget: float, page: int, pool: int, expected: int
 ) -> None:
-    s = DeviceSettings(
-        feed=FeedSettings(page_size=page, pool_size=pool),
-        pacing=PacingSettings(request_budget=budget),
-    )
-    assert request_size(s) == expected  # refills cost page / size ≤ budget / 1.5 unless capped
+    feed = FeedSettings(page_size=page, pool_size=pool)
+    # refills cost page / size ≤ budget / 1.5 unless capped
+    assert request_size(feed, PacingSettings(request_budget=budget)) == expected
 
 
 def test_explored_decisions_log_their_propensity_and_features() -> None:

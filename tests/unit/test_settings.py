@@ -6,6 +6,7 @@ import pytest
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_service.build import MissingAuthKey, build_auth
 from cloud_service.settings import CloudSettings
 from cloud_service.settings import load_settings as load_cloud
 from device_agent.settings import DeviceSettings
@@ -44,6 +45,7 @@ CLOUD_VARIABLES = {
 }  # fmt: skip
 DEVICE_VARIABLES = {
     "HOST", "HTTP_PORT", "PORTS_FILE", "AGENT_ID", "TOKEN_SECRET", "MAX_DEVICES", "MAX_EVENTS",
+    "APP_SECRET", "APP_KID", "APP_MAX_TOKEN_LIFETIME_S", "OPS_TOKEN", "MAX_BODY_BYTES",
     "TOKEN_KID", "TOKEN_LIFETIME_S", "HTTP_TLS_CERT_FILE", "HTTP_TLS_KEY_FILE",
     "CLOUD_TLS", "CLOUD_CA_FILE", "CLOUD_TLS_SERVER_NAME", "CLOUD_CERT_FILE", "CLOUD_KEY_FILE",
     "CLOUD_TARGET", "CLOUD_DEADLINE_MS", "RELEASE_PUBLIC_KEY", "RELEASE_PUBLIC_KEY_FILE",
@@ -127,3 +129,33 @@ def test_secure_aggregation_refuses_rules_that_need_one_devices_update() -> None
                 {"exclude_low_contrib": 0.1}):  # fmt: skip
         with pytest.raises(ValueError, match="secure aggregation hides"):
             FederatedSettings(secure_aggregation=True, **bad)
+
+
+def test_neither_process_has_a_default_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (
+        "CLOUD_AUTH_SECRET",
+        "CLOUD_AUTH_KEYS",
+        "DEVICE_TOKEN_SECRET",
+        "DEVICE_APP_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MissingAuthKey, match="CLOUD_AUTH_SECRET"):
+        build_auth(load_cloud().requests)  # the serving replica refuses; jobs need no key
+    with pytest.raises(SystemExit):
+        load_device()
+    err = capsys.readouterr().err
+    assert "  DEVICE_TOKEN_SECRET: Field required" in err
+    assert "  DEVICE_APP_SECRET: Field required" in err
+
+
+def test_the_app_key_must_differ_from_the_fleet_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEVICE_TOKEN_SECRET", "one-key-for-both-0123")
+    monkeypatch.setenv("DEVICE_APP_SECRET", "one-key-for-both-0123")
+    with pytest.raises(SystemExit):
+        load_device()
+    err = capsys.readouterr().err
+    assert "must differ from DEVICE_TOKEN_SECRET" in err and "one-key-for-both" not in err

@@ -81,6 +81,8 @@ def test_missing_and_bad_device_ids() -> None:
     assert refused(auth, "dev-1", None) == refused(auth, "dev-1", "") == "missing x-device-token"
     with pytest.raises(InvalidArgument):
         auth.verify("{dev}", auth.token_for("{dev}"))  # braces would break key hash tags
+    with pytest.raises(InvalidArgument):
+        auth.verify("dev-1\n", auth.token_for("dev-1\n"))  # "$" alone lets a final newline by
 
 
 def test_a_token_opens_only_its_own_device() -> None:

@@ -64,11 +64,11 @@ def judged_world(name: str, pool_size: int | None = None) -> tuple[World, Cached
 def agent_pool_size(name: str, budget: float) -> int:
     """Items the agent asks per request at this budget (`device_agent.build.request_size`)."""
     from device_agent.build import request_size  # the agent's build: grpc and all, import late
-    from device_agent.settings import DeviceSettings, FeedSettings, PacingSettings
+    from device_agent.settings import FeedSettings, PacingSettings
 
     cfg = WORLDS[name]
     feed = FeedSettings(pool_size=cfg.pool_size, page_size=cfg.page_size)
-    return request_size(DeviceSettings(feed=feed, pacing=PacingSettings(request_budget=budget)))
+    return request_size(feed, PacingSettings(request_budget=budget))
 
 
 def refill_forced(world: World, state: SessionState) -> bool:
