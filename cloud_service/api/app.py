@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -12,6 +14,7 @@ from cloud_service.api.handling import (
     http_error_response,
     validation_response,
 )
+from cloud_service.api.proto_schema import message_schemas
 from cloud_service.api.routers import device_models, events, federated, health, recommend
 from cloud_service.api.schemas import ErrorOut
 from cloud_service.errors import TandemError
@@ -30,4 +33,21 @@ def create_app(services: CloudServices) -> FastAPI:
     app.include_router(dashboard_router(services.settings))
     for resource in (recommend, events, device_models, federated, health):
         app.include_router(resource.router(services))
+    with_message_schemas(app)
     return app
+
+
+def with_message_schemas(app: FastAPI) -> None:
+    """The OpenAPI document also defines the protobuf messages the pull/push bodies are."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                message_schemas(*federated.MESSAGES)
+            )
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -155,6 +155,14 @@ class DeviceModelOut(BaseModel):
     manifest: str = Field(description="the signed manifest (JSON); empty when not_modified")
 
 
+class PushOut(BaseModel):
+    """Whether the update was stored durably (its stream entry), or why it was refused."""
+
+    accepted: bool
+    reason: str
+    stream_entry_id: str
+
+
 class ErrorOut(BaseModel):
     error: str
     detail: str

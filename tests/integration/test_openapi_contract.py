@@ -32,8 +32,9 @@ EXAMPLES = int(os.environ.get("TANDEM_FUZZ_EXAMPLES", "25"))
 
 def device_of(case: Any) -> str | None:
     for part in (case.body, case.query):
-        if isinstance(part, dict) and isinstance(part.get("device_id"), str):
-            return str(part["device_id"])
+        for name in ("device_id", "deviceId"):  # REST models; proto3 JSON (pull, push)
+            if isinstance(part, dict) and isinstance(part.get(name), str):
+                return str(part[name])
     return None
 
 
