@@ -51,6 +51,10 @@ class PopularItems:
             )
             return [(i, self._categories[i]) for i in ranked]
 
+    def score(self, item: int) -> float:
+        with self._lock:
+            return self._scores.get(item, 0.0)
+
     def __len__(self) -> int:
         return len(self._scores)
 

@@ -150,7 +150,9 @@ class AgentService:
         self._pacer_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.last_list: Pool = Pool.empty()  # any device's latest cloud list: the first top-up
-        self.popular = popular or PopularItems()  # the fleet's popular items: the second top-up
+        self.popular = (
+            popular if popular is not None else PopularItems()
+        )  # the fleet's popular items: the second top-up
         self.fills: Counter[Fill] = Counter()  # pages by how they were filled
         self._fills_lock = threading.Lock()
         self.examples = examples  # the devices' own training data, when federated training is on
@@ -343,7 +345,9 @@ class AgentService:
             on_page = dict(s.page)
             for e in events:
                 s.record_event(e.item_id, e.action, e.timestamp_ms)
-                self.popular.note_event(e.item_id, e.action, on_page.get(e.item_id))
+                if e.item_id in on_page and (e.item_id, e.action) not in s.page_noted:
+                    s.page_noted.add((e.item_id, e.action))  # once per item, action and page
+                    self.popular.note_event(e.item_id, e.action, on_page[e.item_id])
                 metrics.EVENTS.labels(NAMES[e.action]).inc()
             s.rerank(self._model_for(s))  # the pool's order follows every event at once
             if self.forwarder is not None:

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from device_agent import metrics
 from device_agent.api.app_auth import SCHEME, AppAuth, AppUnauthorized, OpsAuth
@@ -30,11 +31,10 @@ from protos.actions import BY_NAME
 from tandem_core.body_limit import BodyLimit
 
 OPS_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "the body is not JSON"},
     401: {"model": ErrorOut, "description": "the ops token is missing or wrong"},
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "the body is not JSON"},
+    400: {"model": ErrorOut, "description": "the body could not be decoded"},
     401: {"model": ErrorOut, "description": "no app token, or not the token of this device_id"},
     413: {"model": ErrorOut, "description": "body over DEVICE_MAX_BODY_BYTES"},
 }
@@ -91,8 +91,35 @@ def create_app(service: AgentService, a: AgentSettings) -> FastAPI:
             {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": SCHEME}
         )
 
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI validates the body before any dependency runs: credentials are checked here
+        first (no token: 401, not the schema's details), and the answer never echoes the input
+        (NaN or undecodable bytes in it would fail to encode: a 500)."""
+        try:
+            auth.well_formed(request.headers.get("authorization"))
+        except AppUnauthorized as refused:
+            return unauthorized(request, refused)
+        errors = [
+            {"type": str(e.get("type", "")), "loc": list(e.get("loc", ())), "msg": str(e["msg"])}
+            for e in exc.errors()[:20]
+        ]  # at most twenty: a hostile body cannot make the answer large
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    def framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals (400: a body that cannot be decoded; 404; 405)."""
+        if exc.status_code == 400:
+            try:
+                auth.well_formed(request.headers.get("authorization"))
+            except AppUnauthorized as refused:
+                return unauthorized(request, refused)
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
     def app_token(authorization: str | None = Header(None)) -> str:
-        """Runs before the body is parsed: no credentials is 401 whatever the body holds."""
+        """The token's form; the routes check it opens the body's device (after parsing)."""
         return auth.well_formed(authorization)
 
     def ops_allowed(authorization: str | None = Header(None)) -> None:

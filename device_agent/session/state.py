@@ -95,6 +95,9 @@ class DeviceSession:
     clicked: deque[np.ndarray] = field(init=False)  # rows of the last clicks, oldest first
     page: list[tuple[int, int]] = field(default_factory=list)  # (item, category) last served
     page_clicks: set[int] = field(default_factory=set)
+    # (item, action) already counted in the fleet's popularity for the page being served: one
+    # app cannot push an item up other devices' fallback pages by repeating an event
+    page_noted: set[tuple[int, int]] = field(default_factory=set)
     page_decision: PageDecision | None = None
     had_cloud_list: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,7 +138,7 @@ class DeviceSession:
             self.view.on_page(cats, clicked)
         # the view assumes pages come off the front of the pool; re-ranked pages do not
         self.view.pool_cats = self.pool.categories.copy()
-        self.page, self.page_clicks = [], set()
+        self.page, self.page_clicks, self.page_noted = [], set(), set()
 
     def reranker_inputs(self) -> tuple[np.ndarray, ...] | None:
         """The ONNX feeds for the pool: the behaviour window padded as in training

@@ -59,13 +59,35 @@ def test_only_the_devices_own_token_opens_its_session(
     assert ok.status_code == 200 and len(ok.json()["items"]) == 4
 
 
-def test_no_credentials_is_401_before_the_body_is_read(
+def test_no_credentials_is_401_whatever_the_body_holds(
     start_cloud: StartCloud, start_agent: Any
 ) -> None:
     cloud, _ = start_cloud()
     url, _ = start_agent(cloud.grpc_port)
-    r = httpx.post(f"{url}/v1/recommend", content=b"{not json", timeout=5)
-    assert r.status_code == 401  # an unauthenticated caller learns nothing about the schema
+    json_type = {"content-type": "application/json"}
+    for body in (b"{not json", b"\x80\xff", b'{"device_id": "p", "k": NaN}', b'{"k": "x"}'):
+        r = httpx.post(f"{url}/v1/recommend", content=body, headers=json_type, timeout=5)
+        assert r.status_code == 401, (body, r.status_code, r.text)  # no schema details leak
+
+
+def test_unencodable_input_is_a_4xx_not_a_500(start_cloud: StartCloud, start_agent: Any) -> None:
+    """A well-formed (even forged) token reaches validation: NaN, 1e999 and undecodable bytes
+    were echoed into the 422 body, which cannot encode them (500 before)."""
+    cloud, _ = start_cloud()
+    url, _ = start_agent(cloud.grpc_port)
+    forged = {**bearer("v2.a0.1." + "0" * 64), "content-type": "application/json"}
+    bodies = [
+        b'{"device_id": "p", "k": NaN}', b'{"device_id": "p", "k": 1e999}',
+        b'{"device_id": "p", "events": [{"item_id": Infinity, "action": "click",'
+        b' "timestamp_ms": 1}]}',
+        b"\x80\xff",
+    ]  # fmt: skip
+    for path in ("/v1/recommend", "/v1/events"):
+        for body in bodies:
+            r = httpx.post(f"{url}{path}", content=body, headers=forged, timeout=5)
+            assert r.status_code in (400, 422), (path, body, r.status_code, r.text)
+            assert "NaN" not in r.text and "Infinity" not in r.text
+    assert devices(url) == 0
 
 
 def test_an_oversized_body_is_413_and_honest_apps_are_served(
@@ -105,13 +127,23 @@ def test_schema_bounds_refuse_huge_values(start_cloud: StartCloud, start_agent: 
         ("/v1/events", {"device_id": "p", "events": [{**event, "item_id": 2**63}]}),
         ("/v1/events", {"device_id": "p", "events": [{**event, "timestamp_ms": 2**64}]}),
         ("/v1/events", {"device_id": "p", "events": [event] * 6}),  # over DEVICE_MAX_EVENTS
-        ("/v1/events", {"device_id": "p", "events": [event] * 10_001}),  # over the contract's
     ]
     for path, body in bad:
         r = app_post(f"{url}{path}", json=body)
         assert r.status_code in (413, 422), (path, r.status_code)
     assert devices(url) == 0
     assert app_post(f"{url}/v1/events", json={"device_id": "p", "events": [event]}).is_success
+
+
+def test_the_contracts_batch_cap_holds_whatever_the_settings(
+    start_cloud: StartCloud, start_agent: Any
+) -> None:
+    cloud, _ = start_cloud()
+    url, _ = start_agent(cloud.grpc_port, max_events=10_000, max_body_bytes=4 << 20)
+    event = {"item_id": 1, "action": "click", "timestamp_ms": 1}
+    r = app_post(f"{url}/v1/events", json={"device_id": "p", "events": [event] * 10_001})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "too_long"
+    assert devices(url) == 0
 
 
 def test_an_ops_token_closes_metrics_and_status(start_cloud: StartCloud, start_agent: Any) -> None:

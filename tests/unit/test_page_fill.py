@@ -125,3 +125,14 @@ def test_the_popular_table_stays_bounded_and_keeps_the_most_popular() -> None:
     table.note_event(7, Action.PURCHASE, category=None)  # known from the list
     assert len(table) <= 20
     assert table.top(2, exclude={99}) == [(7, 2), (0, 0)]
+
+
+def test_one_app_cannot_push_an_item_up_the_fleets_popular_list() -> None:
+    agent, _ = agent_with_lists(1)  # d0 was served items 0..3
+    assert agent.popular.score(3) == agent.popular.score(11) == 1.0  # one cloud list each
+    repeated = [AppEvent(3, Action.PURCHASE, t) for t in range(200)]
+    off_page = [AppEvent(11, Action.PURCHASE, t) for t in range(200)]  # known, not on its page
+    agent.record_events("d0", repeated + off_page)
+    agent.record_events("d0", repeated)  # another batch for the same page
+    assert agent.popular.score(3) == 1.0 + 10.0  # one purchase of it on this page
+    assert agent.popular.score(11) == 1.0
