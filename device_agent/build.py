@@ -154,6 +154,8 @@ def build_agent(s: DeviceSettings) -> Agent:
         shift_detector=shift_detector, interest_encoder=encoder,
         private_recommend=s.feed.private_recommend,
     )  # fmt: skip
+    if not service.warm_up(f"warmup-{s.agent.agent_id}"[:64]):
+        log.warning("no warm-up list from the cloud; first pages may be short until one arrives")
     poller = ModelPoller(
         [reranker, value_model, shift_detector, *([encoder] if encoder is not None else [])],
         cloud, s.agent.agent_id, interval_s=s.models.model_poll_s,

@@ -326,6 +326,24 @@ class AgentService:
             return model
         return None
 
+    def warm_up(self, device_id: str, attempts: int = 3) -> bool:
+        """Before any app asks: one cloud list for a device with no behaviour, so that a fresh
+        agent whose first cloud calls are slow still has items to fill pages with (the fleet's
+        list and popular items; nothing is a device's session)."""
+        for _ in range(attempts):
+            try:
+                reply = self.cloud.recommend(device_id, self.pool_size, [], [])
+            except CloudError:
+                continue
+            if len(reply.item_ids):
+                self.last_list = Pool(
+                    reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows,
+                    reply.embedding_version, reply.request_id,
+                )  # fmt: skip
+                self.popular.note_list(reply.item_ids.tolist(), reply.category_ids.tolist())
+                return True
+        return False
+
     def _fallback(self, s: DeviceSession) -> Pool:
         seen = set(s.shown)
         keep = np.array([i not in seen for i in self.last_list.items.tolist()], dtype=bool)

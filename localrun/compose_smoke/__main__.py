@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 raise StackFailed(f"a cluster node holds no key: {keys}")
         report["image_mib"] = stack.image_sizes()
         if result.failures or result.requests == 0:
-            raise StackFailed(f"locust: {result.failures} failures of {result.requests}")
+            raise StackFailed(
+                f"locust: {result.failures} failures of {result.requests}: "
+                f"{result.failure_kinds}; the rest of the report: {report}"
+            )
         if report["request_rate"] > args.budget + BUDGET_SLACK:  # type: ignore[operator]
             raise StackFailed(f"cloud request rate {report['request_rate']} over the budget")
         return report

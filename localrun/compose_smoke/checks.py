@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,23 @@ class LoadResult:
     rps: float
     recommend_p50_ms: float
     recommend_p99_ms: float
+    failure_kinds: dict[str, int]
 
 
 def load_result(results: Path) -> LoadResult:
     stats = read_stats(results / "agents_stats.csv")
     total, page = stats["Aggregated"], stats["/v1/recommend"]
-    return LoadResult(total.requests, total.failures, total.rps, page.p50, page.p99)
+    return LoadResult(total.requests, total.failures, total.rps, page.p50, page.p99,
+                      failure_kinds(results / "agents_failures.csv"))  # fmt: skip
+
+
+def failure_kinds(path: Path) -> dict[str, int]:
+    """locust's failures CSV: each distinct error (truncated) and how often it occurred."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {f"{r['Name']}: {r['Error'][:160]}": int(r["Occurrences"]) for r in rows}
 
 
 def request_rate(agents: list[str], client: httpx.Client) -> float:

@@ -58,7 +58,7 @@ def test_dashboard_shows_live_numbers_without_reload(
         with HeadlessChromium(tmp_path / "profile") as browser:
             browser.goto(f"{http}/dashboard")
             browser.wait_for("Number(document.body.dataset.polls) >= 1")
-            assert number(browser, "recommend-total") == 0
+            assert number(browser, "recommend-total") in (0, 1)  # the agent's warm-up list
             browser.evaluate("window.sameDocument = true")  # gone if the page were reloaded
             polls = int(browser.evaluate("document.body.dataset.polls"))
 
@@ -67,7 +67,8 @@ def test_dashboard_shows_live_numbers_without_reload(
                     f"{agent_url}/v1/recommend", json={"device_id": "app", "k": 2}, timeout=10
                 )
                 assert reply.status_code == 200
-            for i in range(8):  # the bucket had 6 tokens, the agent took one: 5 allowed, 3 not
+            # the bucket had 6 tokens; the agent's warm-up and first list took two: 4 allowed, 4 not
+            for i in range(8):
                 httpx.post(
                     f"{http}/v1/recommend", json={"device_id": f"web-{i}", "k": 3},
                     headers={"x-device-token": device_token(SECRET.encode(), f"web-{i}")},
@@ -81,7 +82,7 @@ def test_dashboard_shows_live_numbers_without_reload(
             # the burst, then 429s; an agent call that outran its deadline on a loaded machine
             # still spent a token at the cloud and the agent asked again, so ≥ 3 are refused
             assert number(browser, "budget-allowed") == 6
-            assert number(browser, "budget-rejected") >= 3
+            assert number(browser, "budget-rejected") >= 4
             browser.wait_for(  # one poll may miss the agent (0.2 s deadline): wait for both
                 "document.getElementById('answers-local').textContent === '3' && "
                 "document.getElementById('answers-cloud').textContent === '1'"

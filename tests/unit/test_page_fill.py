@@ -136,3 +136,17 @@ def test_one_app_cannot_push_an_item_up_the_fleets_popular_list() -> None:
     agent.record_events("d0", repeated)  # another batch for the same page
     assert agent.popular.score(3) == 1.0 + 10.0  # one purchase of it on this page
     assert agent.popular.score(11) == 1.0
+
+
+def test_a_warmed_up_agent_fills_its_first_pages_with_the_cloud_down() -> None:
+    cloud = FakeCloud()
+    cloud.error = DEAD
+    cold = service(cloud)
+    assert not cold.warm_up("warmup-a")  # a dead cloud: nothing to warm up with
+    cloud.error = None
+    agent = service(cloud)
+    assert agent.warm_up("warmup-a") and agent.sessions.snapshot() == []  # no session made
+    cloud.error = DEAD
+    page = agent.recommend("d0", 4)
+    assert len(page.items) == 4 and page.decision.outcome == "timeout"
+    assert agent.status()["short_pages"] == 0
