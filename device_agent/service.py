@@ -259,13 +259,8 @@ class AgentService:
             try:
                 reply = self._ask_cloud(s)
                 if len(reply.item_ids):
-                    pool = Pool(
-                        reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows,
-                        reply.embedding_version, reply.request_id,
-                    )  # fmt: skip
+                    pool = self._remember(reply)
                     s.set_pool(pool)
-                    self.last_list = pool
-                    self.popular.note_list(pool.items.tolist(), pool.categories.tolist())
                     if self.examples is not None:
                         self.examples.get(s.device_id).note_list(pool.items, pool.categories)
                 outcome = "initial" if initial else "refill" if refill else "refreshed"
@@ -336,13 +331,19 @@ class AgentService:
             except CloudError:
                 continue
             if len(reply.item_ids):
-                self.last_list = Pool(
-                    reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows,
-                    reply.embedding_version, reply.request_id,
-                )  # fmt: skip
-                self.popular.note_list(reply.item_ids.tolist(), reply.category_ids.tolist())
+                self._remember(reply)
                 return True
         return False
+
+    def _remember(self, reply: CloudList) -> Pool:
+        """A cloud list as a pool, kept as the fleet's latest list and counted as popular."""
+        pool = Pool(
+            reply.item_ids, reply.category_ids, logit(reply.ctr), reply.rows,
+            reply.embedding_version, reply.request_id,
+        )  # fmt: skip
+        self.last_list = pool
+        self.popular.note_list(pool.items.tolist(), pool.categories.tolist())
+        return pool
 
     def _fallback(self, s: DeviceSession) -> Pool:
         seen = set(s.shown)

@@ -11,6 +11,7 @@ TANDEM_APP_SECRET is the agents' DEVICE_APP_SECRET (each user signs as its devic
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import uuid
@@ -20,7 +21,7 @@ from locust import FastHttpUser, between, task
 
 from loadtest import locust_final  # noqa: F401  (final stats CSV at exit)
 from loadtest.feed import Event, Feed, feed_for
-from protos.auth import APP_KID, device_token
+from localrun.app_tokens import AppTokens
 
 PAGE_SIZE = int(os.environ.get("TANDEM_PAGE_SIZE", "4"))
 THINK_S = float(os.environ.get("TANDEM_THINK_S", "0.1"))
@@ -29,10 +30,10 @@ AGENT_URLS = [u.strip() for u in os.environ.get("TANDEM_AGENT_URLS", "").split("
 _USER_NUMBERS = itertools.count()
 
 
-def app_headers(device_id: str) -> dict[str, str]:
-    """The app's token for its device under the agents' app key (12 h: longer than any run)."""
-    token = device_token(os.environ["TANDEM_APP_SECRET"].encode(), device_id, kid=APP_KID)
-    return {"Authorization": f"Bearer {token}"}
+@functools.cache
+def app_tokens() -> AppTokens:
+    """Each user's token for its device under the agents' app key (TANDEM_APP_SECRET)."""
+    return AppTokens(os.environ["TANDEM_APP_SECRET"])
 
 
 class AppUser(FastHttpUser):
@@ -51,7 +52,7 @@ class AppUser(FastHttpUser):
         self.agent = AGENT_URLS[n % len(AGENT_URLS)] if AGENT_URLS else (self.host or "")
         self.feed = feed_for(self.device_id)
         self.pending = []
-        self.headers = app_headers(self.device_id)
+        self.headers = app_tokens().header(self.device_id)
 
     @task(12)
     def scroll(self) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from loadtest.feed import Event, Feed, feed_for
-from protos.auth import APP_KID, device_token
+from localrun.app_tokens import AppTokens
 
 try:  # uvicorn[standard] brings uvloop; the plain asyncio loop works too, slower
     import uvloop
@@ -32,11 +32,9 @@ except ImportError:  # pragma: no cover
 PAGE_SIZE = int(os.environ.get("TANDEM_PAGE_SIZE", "4"))
 
 
-def app_authorization(device_id: str) -> str:
-    """The app's header for this device: its token under the agents' DEVICE_APP_SECRET
-    (TANDEM_APP_SECRET; no default)."""
-    secret = os.environ["TANDEM_APP_SECRET"].encode()
-    return f"Bearer {device_token(secret, device_id, kid=APP_KID)}"
+def app_authorization(tokens: AppTokens, device_id: str) -> str:
+    """The app's Authorization header for this device (its token under the agents' app key)."""
+    return tokens.header(device_id)["Authorization"]
 
 
 class Connection:
@@ -143,8 +141,13 @@ async def drive(
     agents: list[str], rate: float, seconds: float, devices: int, prefix: str
 ) -> tuple[Tally, int]:
     """Issue round(rate × seconds) steps over `devices` devices at fixed due times."""
+    tokens = AppTokens(os.environ["TANDEM_APP_SECRET"])  # the agents' app key; no default
     fleet = [
-        Device(name, Connection(agents[i % len(agents)], app_authorization(name)), feed_for(name))
+        Device(
+            name,
+            Connection(agents[i % len(agents)], app_authorization(tokens, name)),
+            feed_for(name),
+        )
         for i, name in enumerate(f"{prefix}-{i}" for i in range(devices))
     ]
     tally, tasks, n = Tally(), [], round(rate * seconds)

@@ -91,15 +91,21 @@ def create_app(service: AgentService, a: AgentSettings) -> FastAPI:
             {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": SCHEME}
         )
 
+    def credentials_refused(request: Request) -> JSONResponse | None:
+        """The 401 a request without a well-formed app token gets, before any other answer."""
+        try:
+            auth.well_formed(request.headers.get("authorization"))
+        except AppUnauthorized as refused:
+            return unauthorized(request, refused)
+        return None
+
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """FastAPI validates the body before any dependency runs: credentials are checked here
         first (no token: 401, not the schema's details), and the answer never echoes the input
         (NaN or undecodable bytes in it would fail to encode: a 500)."""
-        try:
-            auth.well_formed(request.headers.get("authorization"))
-        except AppUnauthorized as refused:
-            return unauthorized(request, refused)
+        if (no_credentials := credentials_refused(request)) is not None:
+            return no_credentials
         errors = [
             {"type": str(e.get("type", "")), "loc": list(e.get("loc", ())), "msg": str(e["msg"])}
             for e in exc.errors()[:20]
@@ -109,11 +115,8 @@ def create_app(service: AgentService, a: AgentSettings) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     def framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """The framework's own refusals (400: a body that cannot be decoded; 404; 405)."""
-        if exc.status_code == 400:
-            try:
-                auth.well_formed(request.headers.get("authorization"))
-            except AppUnauthorized as refused:
-                return unauthorized(request, refused)
+        if exc.status_code == 400 and (no_credentials := credentials_refused(request)):
+            return no_credentials
         return JSONResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
